@@ -22,7 +22,6 @@ from .errors import SpecError
 
 MAX_SPEC_BYTES = 16 * 2**20   # far above any real spec; refuse before parsing
 MAX_NESTING = 32              # a spec nests 3 deep; text and JSON beyond this are refused
-SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
 
 
 @dataclass
@@ -195,9 +194,15 @@ def read(path: str | Path) -> tuple[spec_pb2.NetSpec, Source]:
     return parse_prototxt(text, str(path))
 
 
+def specs_dir() -> Path:
+    """The built-in zoo's folder (specs/, installed as the package zoo.specs)."""
+    from . import specs
+    return Path(specs.__file__).resolve().parent
+
+
 def zoo_names() -> list[str]:
     """The built-in zoo: every specs/*.prototxt, by file name."""
-    return sorted(p.stem for p in SPECS_DIR.glob("*.prototxt"))
+    return sorted(p.stem for p in specs_dir().glob("*.prototxt"))
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -207,7 +212,7 @@ def resolve(name_or_path: str | Path) -> Path:
         if not p.exists():
             raise SpecError("no such file", file=str(p))
         return p
-    candidate = SPECS_DIR / f"{name_or_path}.prototxt"
+    candidate = specs_dir() / f"{name_or_path}.prototxt"
     if candidate.exists():
         return candidate
     raise SpecError(f"no zoo network or file named {str(name_or_path)!r}; "

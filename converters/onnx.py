@@ -1,0 +1,254 @@
+"""Spec + weights -> an ONNX model (inference graph), checked and shape-inferred.
+
+Every blob of the spec keeps its name in the graph (a layer that takes several ONNX nodes
+names its intermediate values "LAYER/..."), so the runner can expose any blob. The batch
+axis is symbolic ("N"). Loss layers are left out: the ONNX engine verifies forward only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.layers import pooling as P
+
+from .registry import Registry
+
+CONVERTERS = Registry("onnx")
+DEFAULT_OPSET = 21
+MODEL_FILE = "model.onnx"
+
+
+class Context:
+    def __init__(self, net, weights):
+        from onnx import helper
+        self.net, self.weights, self.helper = net, weights, helper
+        self.nodes, self.initializers = [], []
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs):
+        self.nodes.append(self.helper.make_node(op, inputs, outputs, name=name, **attrs))
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def weight(self, layer, key: str) -> np.ndarray:
+        return self.weights[f"{layer.name}.{key}"]
+
+
+@CONVERTERS.register("Input")
+def input_(ctx, layer):
+    pass   # graph inputs are made in build()
+
+
+@CONVERTERS.register("InnerProduct")
+def inner_product(ctx, layer):
+    w = ctx.weight(layer, "weight")   # (out, in)
+    x, y = layer.bottoms[0], layer.tops[0]
+    names = [x, ctx.const(f"{layer.name}.weight", w)]
+    if layer.p.bias_term:
+        names.append(ctx.const(f"{layer.name}.bias", ctx.weight(layer, "bias")))
+    if len(layer.in_shapes[0]) == 2:
+        ctx.node("Gemm", names, [y], layer.name, transB=1)
+        return
+    # (N, T, C): MatMul over the last axis, then the bias
+    wt = ctx.const(f"{layer.name}.weight_t", np.ascontiguousarray(w.T))
+    mm = f"{layer.name}/matmul" if layer.p.bias_term else y
+    ctx.node("MatMul", [x, wt], [mm], f"{layer.name}/matmul")
+    ctx.initializers = [t for t in ctx.initializers if t.name != f"{layer.name}.weight"]
+    if layer.p.bias_term:
+        ctx.node("Add", [mm, names[2]], [y], layer.name)
+
+
+@CONVERTERS.register("Convolution")
+def convolution(ctx, layer):
+    p = layer.p
+    ins = [layer.bottoms[0], ctx.const(f"{layer.name}.weight", ctx.weight(layer, "weight"))]
+    if p.bias_term:
+        ins.append(ctx.const(f"{layer.name}.bias", ctx.weight(layer, "bias")))
+    ctx.node("Conv", ins, layer.tops, layer.name, kernel_shape=[p.kernel_size] * 2,
+             strides=[p.stride] * 2, pads=[p.pad] * 4, dilations=[p.dilation] * 2, group=p.group)
+
+
+@CONVERTERS.register("Pooling")
+def pooling(ctx, layer):
+    p = layer.p
+    if p.global_pooling:
+        op = "GlobalMaxPool" if p.pool == P.MAX else "GlobalAveragePool"
+        ctx.node(op, layer.bottoms, layer.tops, layer.name)
+        return
+    attrs = dict(kernel_shape=[p.kernel_size] * 2, strides=[p.stride] * 2, pads=[p.pad] * 4,
+                 ceil_mode=int(p.round_mode == P.CEIL))
+    if p.pool == P.MAX:
+        ctx.node("MaxPool", layer.bottoms, layer.tops, layer.name, **attrs)
+    else:
+        # PADDED counts the padding (count_include_pad=1); VALID only the input
+        ctx.node("AveragePool", layer.bottoms, layer.tops, layer.name,
+                 count_include_pad=int(p.avg_divisor != P.VALID), **attrs)
+
+
+@CONVERTERS.register("ReLU", "Sigmoid", "TanH")
+def activation(ctx, layer):
+    op = {"ReLU": "Relu", "Sigmoid": "Sigmoid", "TanH": "Tanh"}[layer.type]
+    ctx.node(op, layer.bottoms, layer.tops, layer.name)
+
+
+@CONVERTERS.register("LRN")
+def lrn(ctx, layer):
+    # ONNX LRN divides alpha by size, as the spec does: alpha passes through unchanged
+    p = layer.p
+    ctx.node("LRN", layer.bottoms, layer.tops, layer.name, size=p.local_size, alpha=p.alpha,
+             beta=p.beta, bias=p.k)
+
+
+@CONVERTERS.register("Dropout")
+def dropout(ctx, layer):
+    ctx.node("Identity", layer.bottoms, layer.tops, layer.name)
+
+
+@CONVERTERS.register("Softmax")
+def softmax(ctx, layer):
+    ctx.node("Softmax", layer.bottoms, layer.tops, layer.name, axis=layer.p.axis)
+
+
+def _reshape(ctx, layer, shape: list[int]):
+    s = ctx.const(f"{layer.name}/shape", np.array(shape, dtype=np.int64))
+    ctx.node("Reshape", [layer.bottoms[0], s], layer.tops, layer.name)
+
+
+@CONVERTERS.register("Flatten")
+def flatten(ctx, layer):
+    rank = len(layer.in_shapes[0])
+    axis = layer.p.axis % rank
+    _reshape(ctx, layer, [0] * axis + [-1])   # keeps the leading axes, as the spec's Flatten
+
+
+@CONVERTERS.register("Reshape")
+def reshape(ctx, layer):
+    _reshape(ctx, layer, list(layer.p.shape))   # ONNX Reshape: 0 copies, -1 infers, as Caffe
+
+
+@CONVERTERS.register("Concat")
+def concat(ctx, layer):
+    ctx.node("Concat", layer.bottoms, layer.tops, layer.name, axis=layer.p.axis)
+
+
+@CONVERTERS.register("Eltwise")
+def eltwise(ctx, layer):
+    p = layer.p
+    if p.operation == 0:
+        ctx.node("Mul", layer.bottoms[:2], [layer.tops[0] if len(layer.bottoms) == 2 else
+                                            f"{layer.name}/0"], layer.name)
+        for i, b in enumerate(layer.bottoms[2:], start=1):
+            out = layer.tops[0] if i == len(layer.bottoms) - 2 else f"{layer.name}/{i}"
+            ctx.node("Mul", [f"{layer.name}/{i - 1}", b], [out], f"{layer.name}/{i}")
+        return
+    if p.operation == 2:
+        ctx.node("Max", layer.bottoms, layer.tops, layer.name)
+        return
+    terms = list(layer.bottoms)
+    if len(p.coeff) and any(c != 1.0 for c in p.coeff):
+        terms = []
+        for i, (b, c) in enumerate(zip(layer.bottoms, p.coeff)):
+            k = ctx.const(f"{layer.name}/coeff{i}", np.array(c, dtype=np.float32))
+            ctx.node("Mul", [b, k], [f"{layer.name}/term{i}"], f"{layer.name}/term{i}")
+            terms.append(f"{layer.name}/term{i}")
+    ctx.node("Sum", terms, layer.tops, layer.name)
+
+
+@CONVERTERS.register("BatchNorm")
+def batch_norm(ctx, layer):
+    c = layer.in_shapes[0][1]
+    if layer.p.scale_bias:
+        scale, shift = ctx.weight(layer, "gamma"), ctx.weight(layer, "beta")
+    else:
+        scale, shift = np.ones(c, np.float32), np.zeros(c, np.float32)
+    ins = [layer.bottoms[0], ctx.const(f"{layer.name}.gamma", scale),
+           ctx.const(f"{layer.name}.beta", shift),
+           ctx.const(f"{layer.name}.running_mean", ctx.weight(layer, "running_mean")),
+           ctx.const(f"{layer.name}.running_var", ctx.weight(layer, "running_var"))]
+    ctx.node("BatchNormalization", ins, layer.tops, layer.name, epsilon=layer.p.eps)
+
+
+@CONVERTERS.register("Embedding")
+def embedding(ctx, layer):
+    w = ctx.const(f"{layer.name}.weight", ctx.weight(layer, "weight"))
+    ctx.node("Gather", [w, layer.bottoms[0]], layer.tops, layer.name, axis=0)
+
+
+def lstm_gates_to_onnx(a: np.ndarray) -> np.ndarray:
+    """zoo stacks gates i, f, g, o; ONNX stacks i, o, f, c (c = zoo's g)."""
+    i, f, g, o = np.split(a, 4, axis=0)
+    return np.concatenate([i, o, f, g], axis=0)
+
+
+@CONVERTERS.register("LSTM")
+def lstm(ctx, layer):
+    h = int(layer.p.num_output)
+    n = layer.name
+    w = lstm_gates_to_onnx(ctx.weight(layer, "weight_ih"))[None]
+    r = lstm_gates_to_onnx(ctx.weight(layer, "weight_hh"))[None]
+    # B = [Wb, Rb]: the spec's one bias, then zeros
+    b = np.concatenate([lstm_gates_to_onnx(ctx.weight(layer, "bias")), np.zeros(4 * h, np.float32)])[None]
+    ctx.node("Transpose", layer.bottoms, [f"{n}/tnc"], f"{n}/to_time_major", perm=[1, 0, 2])
+    ctx.node("LSTM", [f"{n}/tnc", ctx.const(f"{n}.W", w), ctx.const(f"{n}.R", r),
+                      ctx.const(f"{n}.B", b)], [f"{n}/y"], f"{n}/lstm", hidden_size=h)
+    ctx.node("Squeeze", [f"{n}/y", ctx.const(f"{n}/axis1", np.array([1], np.int64))],
+             [f"{n}/y_tnh"], f"{n}/squeeze")
+    ctx.node("Transpose", [f"{n}/y_tnh"], layer.tops, n, perm=[1, 0, 2])
+
+
+def make_model(net, weights, opset: int = DEFAULT_OPSET):
+    import onnx
+    from onnx import TensorProto, helper
+
+    ctx = Context(net, weights)
+    CONVERTERS.check(net.deploy_layers)   # loss layers are not exported
+    for layer in net.deploy_layers:
+        CONVERTERS.get(layer.type)(ctx, layer)
+
+    def value_info(blob, elem=TensorProto.FLOAT):
+        shape = ["N", *net.shapes[blob][1:]]
+        return helper.make_tensor_value_info(blob, elem, shape)
+
+    inputs = [value_info(l.tops[0], TensorProto.INT64 if l.p.dtype == 1 else TensorProto.FLOAT)
+              for l in net.deploy_layers if l.kind.is_input]
+    outputs = [value_info(o) for o in net.outputs]
+    graph = helper.make_graph(ctx.nodes, net.name, inputs, outputs, ctx.initializers)
+    model = helper.make_model(graph, producer_name="zoo", opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    return model
+
+
+def check_shapes(model, net) -> None:
+    """ONNX's strict shape inference must give zoo's shape for every blob."""
+    import onnx
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    seen = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+        seen[vi.name] = dims
+    for layer in net.deploy_layers:
+        for t in layer.tops:
+            if layer.kind.is_input:
+                continue
+            want = ["N", *net.shapes[t][1:]]
+            got = seen.get(t)
+            if got is not None and [str(d) for d in got] != [str(d) for d in want]:
+                raise AssertionError(f"layer {layer.name!r}: ONNX infers {got} for blob {t!r}, "
+                                     f"zoo {want}")
+            if got is None:
+                raise AssertionError(f"layer {layer.name!r}: ONNX inferred no shape for {t!r}")
+
+
+def build(net, weights, outdir, options=None) -> dict:
+    import onnx
+
+    opset = int((options or {}).get("opset", DEFAULT_OPSET))
+    model = make_model(net, weights, opset)
+    onnx.checker.check_model(model, full_check=True)
+    check_shapes(model, net)
+    onnx.save_model(model, str(outdir / MODEL_FILE))
+    return {"files": [MODEL_FILE], "opset": opset, "onnx": onnx.__version__,
+            "inputs": [l.tops[0] for l in net.deploy_layers if l.kind.is_input],
+            "outputs": net.outputs}

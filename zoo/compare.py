@@ -1,0 +1,61 @@
+"""Comparing an engine's arrays with the float64 reference: a report, not just a verdict.
+
+After Polygraphy's comparator: cast up before subtracting, report the largest absolute and
+relative errors and the tolerance factor that would have been needed, and fail when nothing
+was compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .tolerances import Tolerance
+
+
+@dataclass
+class Diff:
+    name: str
+    ok: bool
+    max_abs_err: float
+    max_rel_err: float     # max |a - r| / max |r|: the error relative to the tensor's scale
+    worst_ratio: float     # max |a - r| / (atol + rtol |r|): <= 1 passes
+    reason: str = ""
+
+
+def allclose(name: str, got, ref, tol: Tolerance) -> Diff:
+    got = np.asarray(got)
+    ref = np.asarray(ref, dtype=np.float64)
+    if got.shape != ref.shape:
+        return Diff(name, False, float("inf"), float("inf"), float("inf"),
+                    f"shape {got.shape}, expected {ref.shape}")
+    if ref.size == 0:
+        return Diff(name, False, 0.0, 0.0, 0.0, "nothing to compare (empty)")
+    g = got.astype(np.float64)
+    if not np.all(np.isfinite(g)):
+        return Diff(name, False, float("inf"), float("inf"), float("inf"), "non-finite values")
+    err = np.abs(g - ref)
+    scale = float(np.max(np.abs(ref)))
+    ratio = float(np.max(err / (tol.atol + tol.rtol * np.abs(ref))))
+    return Diff(name, ratio <= 1.0, float(err.max()), float(err.max() / scale) if scale else float(err.max()),
+                ratio)
+
+
+def update_close(name: str, got, ref, start, rtol_update: float, steps: int) -> Diff:
+    """A parameter after the training step(s): see zoo/tolerances.py for the rule."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if got.shape != ref.shape:
+        return Diff(name, False, float("inf"), float("inf"), float("inf"),
+                    f"shape {got.shape}, expected {ref.shape}")
+    if not np.all(np.isfinite(got)):
+        return Diff(name, False, float("inf"), float("inf"), float("inf"), "non-finite values")
+    delta_ref = ref - np.asarray(start, dtype=np.float64)
+    biggest = float(np.max(np.abs(delta_ref)))
+    err = np.abs(got - ref)
+    allowed = rtol_update * biggest + steps * 2.0**-23 * np.abs(ref)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(np.max(np.where(allowed > 0, err / allowed, np.where(err > 0, np.inf, 0.0))))
+    return Diff(name, ratio <= 1.0, float(err.max()), float(err.max() / biggest) if biggest else float(err.max()),
+                ratio)

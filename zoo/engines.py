@@ -1,0 +1,85 @@
+"""The engine registry: one line per engine.
+
+An engine is a converter module (zoo.converters.NAME: spec + weights -> native files) and a
+runner module (zoo.runners.NAME: native files + inputs -> outputs, a training step, timings),
+both run in a child process (zoo/child.py). Nothing here imports an engine: presence and
+versions come from package metadata, so `zoo engines` and `zoo list` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+
+from .errors import EngineUnavailable
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    packages: tuple[str, ...]   # distributions whose versions are recorded; the first must exist
+    imports: tuple[str, ...]    # modules that must be importable
+    extra: str                  # `pip install 'zoo[EXTRA]'`
+    train: bool                 # has a training step (else forward only, said in verify)
+    note: str = ""
+
+    @property
+    def converter_module(self) -> str:
+        return f"zoo.converters.{self.name}"
+
+    @property
+    def runner_module(self) -> str:
+        return f"zoo.runners.{self.name}"
+
+    def missing(self) -> str | None:
+        """Why the engine cannot run here, or None when it can."""
+        for mod in self.imports:
+            try:
+                if importlib.util.find_spec(mod) is None:
+                    return f"{mod} is not installed (pip install 'zoo[{self.extra}]')"
+            except (ImportError, ValueError):
+                return f"{mod} is not importable"
+        return None
+
+    @property
+    def installed(self) -> bool:
+        return self.missing() is None
+
+    def versions(self) -> dict[str, str]:
+        out = {}
+        for dist in self.packages:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        return out
+
+    @property
+    def version(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in self.versions().items()) or "-"
+
+    def supported_types(self) -> list[str]:
+        """Layer types the converter handles (from its registry; imports no engine)."""
+        return sorted(importlib.import_module(self.converter_module).CONVERTERS.types())
+
+
+ENGINES: dict[str, Engine] = {e.name: e for e in [
+    Engine("onnx", ("onnx", "onnxruntime"), ("onnx", "onnxruntime"), "onnx", train=False,
+           note="ONNX Runtime runs inference only: verified forward, not trained"),
+    Engine("torch", ("torch",), ("torch",), "torch", train=True),
+]}
+
+
+def get(name: str) -> Engine:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise EngineUnavailable(f"unknown engine {name!r}; engines: {', '.join(ENGINES)}") from None
+
+
+def parse_list(text: str | None) -> list[Engine]:
+    if not text:
+        return list(ENGINES.values())
+    return [get(n.strip()) for n in text.split(",") if n.strip()]

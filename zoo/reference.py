@@ -1,0 +1,26 @@
+"""The float64 NumPy reference: what a spec means. Every engine is compared with it.
+
+`forward(net, weights, inputs)` runs every layer's `forward` (zoo/layers/*.py) in float64
+and returns every blob, the loss layers' too when their labels are given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def forward(net, weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
+            with_loss: bool | None = None) -> dict[str, np.ndarray]:
+    if with_loss is None:
+        with_loss = all(label in inputs for label in net.labels)
+    blobs: dict[str, np.ndarray] = {}
+    for layer in net.layers if with_loss else net.deploy_layers:
+        if layer.kind.is_input:
+            x = inputs[layer.tops[0]]
+            blobs[layer.tops[0]] = x if x.dtype.kind in "iu" else x.astype(np.float64)
+            continue
+        w = {ws.name: weights[f"{layer.name}.{ws.name}"].astype(np.float64) for ws in layer.weights}
+        ys = layer.kind.forward(layer.p, [blobs[b] for b in layer.bottoms], w)
+        for t, y in zip(layer.tops, ys):
+            blobs[t] = np.asarray(y, dtype=np.float64)
+    return blobs

@@ -1,0 +1,263 @@
+"""`zoo verify`: do the engines compute what the spec means?
+
+For each network x engine: build (cached), run in a child process on the same seeded batch
+and weights, and compare with the float64 NumPy reference (forward) or with the float64
+training oracle (train). A failing output triggers a second run with every blob exposed,
+to name the first layer whose output leaves tolerance.
+
+The training oracle is PyTorch in float64 (zoo's torch engine built with dtype float64),
+run `steps` SGD steps; before it is trusted, its own float64 forward must match the NumPy
+reference within tolerances.ORACLE for that network, in the same verify run. Two steps are
+taken by default, so that momentum (which a single step from zero velocity cannot show)
+is exercised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import child, compare, data, engines, reference
+from . import net as N
+from . import tolerances as T
+from . import weights as W
+from .builds import BuildFailed, build
+from .errors import EngineUnavailable, ZooError
+
+DEFAULT_BATCH = 2
+TRAIN_STEPS = 2
+ORACLE_ENGINE = "torch"
+
+
+@dataclass
+class CaseResult:
+    network: str
+    engine: str
+    mode: str                  # "forward" or "train"
+    status: str                # "pass", "fail", "skipped", "error"
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    first_bad_layer: str | None = None
+    reason: str = ""
+    tolerance_source: str = "default"
+    needed_factor: float | None = None     # worst error / allowed error (<= 1 passes)
+    details: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Problem:
+    """One network prepared once for all engines: batch, weights, inputs, reference."""
+    net: N.Net
+    netb: N.Net
+    weights: dict
+    inputs: dict
+    ref: dict
+    oracle: dict | None = None          # {"losses": [...], "weights": {...}} or {"error": str}
+
+
+def _prepare(name, batch: int, seed: int) -> Problem:
+    net = name if isinstance(name, N.Net) else N.load(name)
+    netb = net.with_batch(batch)
+    weights = W.for_net(net, seed)
+    inputs = data.make(netb, seed)
+    ref = reference.forward(netb, weights, inputs)
+    return Problem(net, netb, weights, inputs, ref)
+
+
+def _first_bad_layer(p: Problem, engine: str, artifact, device, threads, tol, timeout) -> tuple[str | None, str]:
+    res = child.run(engine, "forward", {"artifact": str(artifact), "expose": ["*"]},
+                    p.inputs, device=device, threads=threads, timeout=timeout)
+    if not res.ok:
+        return None, f"(exposing every blob failed: {res.reason})"
+    for layer in p.netb.deploy_layers:
+        if layer.kind.is_input:
+            continue
+        for t in layer.tops:
+            if t in res.arrays:
+                d = compare.allclose(t, res.arrays[t], p.ref[t], tol)
+                if not d.ok:
+                    return layer.name, (f"layer {layer.name!r} ({layer.type}) output {t!r}: max abs "
+                                        f"err {d.max_abs_err:.3g}, {d.worst_ratio:.3g}x the tolerance")
+    return None, "every blob was within tolerance when exposed"
+
+
+def _forward_case(p: Problem, eng: engines.Engine, art, device, threads, tol, timeout, case):
+    res = child.run(eng.name, "forward", {"artifact": str(art.path)}, p.inputs,
+                    device=device, threads=threads, timeout=timeout)
+    if not res.ok:
+        case.status, case.reason = "error", _child_reason(res)
+        return
+    diffs = [compare.allclose(o, res.arrays.get(o, np.zeros(0)), p.ref[o], tol)
+             for o in p.netb.outputs]
+    _summarise(case, diffs)
+    if case.status == "fail":
+        case.first_bad_layer, why = _first_bad_layer(p, eng.name, art.path, device, threads, tol, timeout)
+        case.reason = why
+
+
+def _oracle(p: Problem, seed: int, timeout: float) -> dict:
+    """The float64 training oracle for this network, checked against the NumPy reference."""
+    if p.oracle is not None:
+        return p.oracle
+    oracle_eng = engines.get(ORACLE_ENGINE)
+    if (why := oracle_eng.missing()) is not None:
+        p.oracle = {"error": f"the training oracle (PyTorch float64) is unavailable: {why}"}
+        return p.oracle
+    try:
+        art = build(p.net, ORACLE_ENGINE, seed=seed, options={"dtype": "float64"})
+    except (BuildFailed, ZooError) as e:
+        p.oracle = {"error": f"the training oracle could not be built: {e}"}
+        return p.oracle
+    fwd = child.run(ORACLE_ENGINE, "forward", {"artifact": str(art.path), "expose": ["*"]},
+                    p.inputs, timeout=timeout)
+    if not fwd.ok:
+        p.oracle = {"error": f"the training oracle's forward failed: {fwd.reason}"}
+        return p.oracle
+    for layer in p.netb.deploy_layers:
+        for t in layer.tops:
+            if not layer.kind.is_input:
+                d = compare.allclose(t, fwd.arrays[t], p.ref[t], T.ORACLE)
+                if not d.ok:
+                    p.oracle = {"error": f"the float64 oracle disagrees with the NumPy reference "
+                                         f"at layer {layer.name!r} ({d.max_abs_err:.3g}): not "
+                                         "trusted"}
+                    return p.oracle
+    res = child.run(ORACLE_ENGINE, "train", {"artifact": str(art.path), "steps": TRAIN_STEPS},
+                    p.inputs, timeout=timeout)
+    if not res.ok:
+        p.oracle = {"error": f"the training oracle failed: {res.reason}"}
+        return p.oracle
+    # the oracle's first loss is the reference loss: check it too
+    ref_loss = float(sum(p.ref[l] for l in p.netb.losses))
+    d = compare.allclose("loss", res.result["losses"][0], ref_loss, T.ORACLE)
+    if not d.ok:
+        p.oracle = {"error": f"the oracle's loss {res.result['losses'][0]} differs from the "
+                             f"reference {ref_loss}"}
+        return p.oracle
+    p.oracle = {"losses": res.result["losses"], "weights": res.arrays}
+    return p.oracle
+
+
+def _train_case(p: Problem, eng: engines.Engine, art, device, threads, tol, timeout, seed, case):
+    if not p.netb.loss_layers:
+        case.status, case.reason = "skipped", "the network has no loss layer"
+        return
+    oracle = _oracle(p, seed, timeout)
+    if "error" in oracle:
+        case.status, case.reason = "error", oracle["error"]
+        return
+    res = child.run(eng.name, "train", {"artifact": str(art.path), "steps": TRAIN_STEPS},
+                    p.inputs, device=device, threads=threads, timeout=timeout)
+    if not res.ok:
+        case.status, case.reason = "error", _child_reason(res)
+        return
+    diffs = [compare.allclose(f"loss[step {i + 1}]", got, want, tol)
+             for i, (got, want) in enumerate(zip(res.result["losses"], oracle["losses"]))]
+    if len(res.result["losses"]) != len(oracle["losses"]):
+        diffs.append(compare.Diff("losses", False, float("inf"), float("inf"), float("inf"),
+                                  "wrong number of steps"))
+    specs = p.net.weight_specs()
+    for key, ws in specs.items():
+        if ws.kind != "param":
+            continue
+        if key not in res.arrays:
+            diffs.append(compare.Diff(key, False, float("inf"), float("inf"), float("inf"),
+                                      "missing from the engine's updated weights"))
+            continue
+        diffs.append(compare.update_close(key, res.arrays[key], oracle["weights"][key],
+                                          p.weights[key], T.TRAIN_UPDATE_RTOL, TRAIN_STEPS))
+    _summarise(case, diffs)
+    if case.status == "fail":
+        bad = next(d for d in diffs if not d.ok)
+        case.first_bad_layer = bad.name.split(".")[0] if "." in bad.name else None
+        case.reason = f"{bad.name}: {bad.reason or f'{bad.worst_ratio:.3g}x the tolerance'}"
+
+
+def _summarise(case: CaseResult, diffs: list[compare.Diff]) -> None:
+    if not diffs:
+        case.status, case.reason = "error", "nothing was compared"
+        return
+    case.max_abs_err = max(d.max_abs_err for d in diffs)
+    case.max_rel_err = max(d.max_rel_err for d in diffs)
+    case.needed_factor = max(d.worst_ratio for d in diffs)
+    case.details = [{"name": d.name, "ok": d.ok, "max_abs_err": d.max_abs_err,
+                     "max_rel_err": d.max_rel_err, "ratio": d.worst_ratio, "reason": d.reason}
+                    for d in diffs]
+    bad = [d for d in diffs if not d.ok]
+    case.status = "fail" if bad else "pass"
+    if bad:
+        case.reason = "; ".join(f"{d.name}: {d.reason or f'{d.worst_ratio:.3g}x the tolerance'}"
+                                for d in bad[:3])
+
+
+def _child_reason(res: child.ChildResult) -> str:
+    tail = res.stderr_tail.strip().splitlines()[-3:]
+    return res.reason + (f" | stderr: {' / '.join(tail)}" if tail and res.status != "error" else "")
+
+
+def verify(names: list | None = None, engines_: list[str] | None = None, mode: str = "forward",
+           batch: int = DEFAULT_BATCH, atol: float | None = None, rtol: float | None = None,
+           seed: int = 0, device: str = "cpu", threads: int | None = None,
+           timeout: float = 900.0, progress: Callable[[CaseResult], None] | None = None
+           ) -> list[CaseResult]:
+    """Verify networks (default: the whole zoo) on engines (default: all registered)."""
+    import time
+
+    names = names or N.S.zoo_names()
+    modes = ["forward", "train"] if mode == "both" else [mode]
+    engs = [engines.get(e) for e in engines_] if engines_ else list(engines.ENGINES.values())
+    results = []
+    for name in names:
+        p = _prepare(name, batch, seed)
+        for eng in engs:
+            art, build_error = None, None
+            for m in modes:
+                t0 = time.perf_counter()
+                tol, source = T.forward_tolerance(eng.name, p.net.name, m, rtol, atol)
+                case = CaseResult(p.net.name, eng.name, m, "error", atol=tol.atol, rtol=tol.rtol,
+                                  tolerance_source=source)
+                if (why := eng.missing()) is not None:
+                    case.status, case.reason = "skipped", f"not installed: {why}"
+                elif m == "train" and not eng.train:
+                    case.status, case.reason = "skipped", eng.note or f"{eng.name} has no training step"
+                else:
+                    if art is None and build_error is None:
+                        try:
+                            art = build(p.net, eng.name, seed=seed)
+                        except BuildFailed as e:
+                            build_error = e
+                        except (EngineUnavailable, ZooError) as e:
+                            build_error = BuildFailed(str(e))
+                    if build_error is not None:
+                        unsupported = build_error.unsupported
+                        case.status = "skipped" if unsupported else "error"
+                        case.reason = (f"unsupported: {build_error}" if unsupported else
+                                       f"build failed: {build_error}" + (
+                                           f" | {build_error.stderr_tail.splitlines()[-1]}"
+                                           if build_error.stderr_tail.strip() else ""))
+                    elif m == "forward":
+                        _forward_case(p, eng, art, device, threads, tol, timeout, case)
+                    else:
+                        _train_case(p, eng, art, device, threads, tol, timeout, seed, case)
+                case.seconds = time.perf_counter() - t0
+                results.append(case)
+                if progress:
+                    progress(case)
+    return results
+
+
+def exit_status(results: list[CaseResult]) -> int:
+    """0 only when every checked case passed (skips are not passes, but not failures)."""
+    if any(r.status in ("fail", "error") for r in results):
+        return 1
+    if not any(r.status == "pass" for r in results):
+        return 1   # nothing was verified
+    return 0
