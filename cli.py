@@ -1,2 +1,230 @@
-def main():
-    print("stub")
+"""The `zoo` command: a thin layer over zoo's Python API (zoo/api.py and friends).
+
+Installed as the module zoo.cli (zoo/cli.py links here). Every subcommand parses its
+arguments, calls one API function and renders the result with rich. Errors the user can fix
+(ZooError) print one line and exit with their code (2 for invalid input); no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import zoo
+from zoo.errors import ZooError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="zoo: one network spec, every engine, verified and benchmarked.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _num(n) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def _shape(s) -> str:
+    return "×".join(str(d) for d in s) if s else "scalar"
+
+
+def _emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="print a JSON array")):
+    """The zoo's networks: inputs, outputs, layers, parameters, FLOPs per sample."""
+    rows = zoo.list_networks()
+    if as_json:
+        _emit_json(rows)
+        return
+    t = Table(title="zoo networks (FLOPs and MACs per sample, forward)")
+    for col in ("name", "inputs", "outputs", "layers", "params", "FLOPs", "description"):
+        t.add_column(col, justify="right" if col in ("layers", "params", "FLOPs") else "left")
+    for r in rows:
+        t.add_row(r["name"], ", ".join(f"{k} {_shape(v)}" for k, v in r["inputs"].items()),
+                  ", ".join(f"{k} {_shape(v)}" for k, v in r["outputs"].items()),
+                  str(r["layers"]), f"{r['params']:,}", _num(r["flops"]), r["description"])
+    out.print(t)
+
+
+@app.command()
+def show(spec: str = typer.Argument(..., help="zoo NAME or spec FILE"),
+         batch: int = typer.Option(1, help="batch size for the shapes and FLOPs"),
+         as_json: bool = typer.Option(False, "--json")):
+    """Per layer: type, output shape, parameters and FLOPs, with totals."""
+    info = zoo.show(spec, batch)
+    if as_json:
+        _emit_json(info)
+        return
+    t = Table(title=f"{info['name']}: {info['description']} (batch {batch})")
+    for col in ("layer", "type", "output", "params", "MACs", "FLOPs"):
+        t.add_column(col, justify="right" if col in ("params", "MACs", "FLOPs") else "left")
+    for r in info["layer_table"]:
+        style = None if r["inference"] else "dim"
+        t.add_row(r["name"], r["type"], ", ".join(_shape(s) for s in r["output_shapes"]),
+                  f"{r['params']:,}", _num(r["macs"]), _num(r["flops"]), style=style)
+    t.add_section()
+    t.add_row("total", "", "", f"{info['params']:,}", _num(info["macs"]), _num(info["flops"]))
+    out.print(t)
+    tr = info["train"]
+    out.print(f"train: SGD lr {tr['lr']:g}, momentum {tr['momentum']:g}, weight decay "
+              f"{tr['weight_decay']:g}; batch cpu {info['batch_cpu']}, gpu {info['batch_gpu']}. "
+              "Dim rows are training-only.")
+
+
+@app.command()
+def validate(files: List[str] = typer.Argument(..., help="spec files or zoo names")):
+    """Check specs; one line per invalid spec; exit 2 if any is invalid."""
+    bad = 0
+    for path, e in zoo.validate(files):
+        if e is None:
+            out.print(f"[green]ok[/green] {path}")
+        else:
+            bad += 1
+            print(str(e), file=sys.stderr)   # plain: one unwrapped line
+    raise typer.Exit(2 if bad else 0)
+
+
+@app.command()
+def convert(spec: str = typer.Argument(..., help="spec FILE or zoo NAME"),
+            to: str = typer.Option(..., "--to", help="json or prototxt"),
+            out_file: Optional[Path] = typer.Option(None, "--out", help="write here, not stdout")):
+    """Convert a spec between prototxt and JSON (validated first; lossless)."""
+    text = zoo.convert(spec, to)
+    if out_file:
+        out_file.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def schema(out_file: Optional[Path] = typer.Option(None, "--out")):
+    """The JSON Schema of JSON specs (generated from specs/zoo.proto)."""
+    from zoo.schema import json_schema
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if out_file:
+        out_file.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def engines(as_json: bool = typer.Option(False, "--json")):
+    """Every engine: installed or not (with versions), training support, layer types."""
+    from zoo import engines as E
+    from zoo.layers import REGISTRY
+    rows = []
+    for e in E.ENGINES.values():
+        types = e.supported_types()
+        rows.append({"engine": e.name, "installed": e.installed, "missing": e.missing(),
+                     "versions": e.versions(), "train": e.train, "note": e.note,
+                     "layer_types": types,
+                     "unsupported_types": sorted(set(REGISTRY) - set(types))})
+    if as_json:
+        _emit_json(rows)
+        return
+    t = Table(title="engines")
+    for col in ("engine", "installed", "versions", "train", "layer types not supported"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["engine"], "yes" if r["installed"] else f"[red]no[/red]: {r['missing']}",
+                  ", ".join(f"{k} {v}" for k, v in r["versions"].items()) or "-",
+                  "yes" if r["train"] else "forward only",
+                  ", ".join(r["unsupported_types"]) or "(all supported)")
+    out.print(t)
+
+
+@app.command()
+def build(spec: str = typer.Argument(..., help="zoo NAME or spec FILE"),
+          engine: str = typer.Option(..., "--engine", "-e"),
+          out_dir: Optional[Path] = typer.Option(None, "--out", help="default: the build cache"),
+          seed: int = typer.Option(0, help="weights seed (when the spec names no weights file)"),
+          force: bool = typer.Option(False, "--force", help="rebuild even if cached"),
+          opset: Optional[int] = typer.Option(None, help="ONNX opset (onnx engine)")):
+    """Write the native model files of one engine, with weights and manifest.json."""
+    options = {"opset": opset} if opset else None
+    b = zoo.build(spec, engine, out=out_dir, seed=seed, force=force, options=options)
+    out.print(f"{'reused' if b.reused else 'built'} {b.manifest['network']} for {engine}: {b.path}")
+    for f in b.manifest["files"]:
+        out.print(f"  {f}")
+
+
+STATUS_STYLE = {"pass": "green", "fail": "red", "error": "red", "skipped": "yellow"}
+
+
+@app.command()
+def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs (default: all)"),
+           engines_: Optional[str] = typer.Option(None, "--engines", help="comma list (default: all)"),
+           mode: str = typer.Option("forward", help="forward, train or both"),
+           batch: int = typer.Option(2, help="batch size of the verification run"),
+           json_file: Optional[Path] = typer.Option(None, "--json", help="write results here"),
+           atol: Optional[float] = typer.Option(None, help="override the forward atol"),
+           rtol: Optional[float] = typer.Option(None, help="override the forward rtol"),
+           seed: int = typer.Option(0),
+           device: str = typer.Option("cpu", help="cpu or gpuN"),
+           threads: Optional[int] = typer.Option(None),
+           timeout: float = typer.Option(900.0, help="seconds per engine run")):
+    """Do the engines agree with the float64 reference? Exit 0 only if every case passed."""
+    from zoo import verifier
+    if mode not in ("forward", "train", "both"):
+        raise ZooError(f"--mode must be forward, train or both, not {mode!r}")
+    engine_names = [e.strip() for e in engines_.split(",")] if engines_ else None
+    t = Table(title="zoo verify")
+    for col in ("network", "engine", "mode", "status", "max abs err", "max rel err",
+                "first bad layer", "reason"):
+        t.add_column(col, overflow="fold")
+
+    def progress(c):
+        style = STATUS_STYLE[c.status]
+        err.print(f"[{style}]{c.status:7}[/{style}] {c.network} {c.engine} {c.mode} "
+                  f"({c.seconds:.1f}s)" + (f": {c.reason}" if c.reason and c.status != "pass" else ""),
+                  highlight=False)
+
+    results = verifier.verify(specs or None, engine_names, mode, batch, atol, rtol, seed, device,
+                              threads, timeout, progress)
+    for c in results:
+        style = STATUS_STYLE[c.status]
+        t.add_row(c.network, c.engine, c.mode, f"[{style}]{c.status}[/{style}]",
+                  f"{c.max_abs_err:.2e}" if c.max_abs_err is not None else "-",
+                  f"{c.max_rel_err:.2e}" if c.max_rel_err is not None else "-",
+                  c.first_bad_layer or "-", c.reason if c.status != "pass" else "")
+    out.print(t)
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "error", "skipped")}
+    out.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if json_file:
+        json_file.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    raise typer.Exit(verifier.exit_status(results))
+
+
+def main() -> None:
+    try:
+        app()   # standalone: usage errors print their message and exit 2
+    except ZooError as e:
+        print(f"zoo: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("zoo: interrupted")
+        sys.exit(130)
+    except Exception as e:  # an internal error: one line unless debugging
+        if os.environ.get("ZOO_DEBUG"):
+            raise
+        print(f"zoo: internal error: {type(e).__name__}: {e} (set ZOO_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

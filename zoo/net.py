@@ -99,11 +99,11 @@ class Net:
         kind = L.REGISTRY[type_]
         for f in PARAM_FIELDS:
             if lp.HasField(f) and f != kind.param_field:
-                raise self._err(f"{f} does not apply to a {type_} layer", index, name, type_)
+                raise self._err(f"{f} does not apply to a {type_} layer", index, name=name, type_=type_)
         p = getattr(lp, kind.param_field) if kind.param_field else None
         for req in kind.required:
             if not p.HasField(req):
-                raise self._err(f"{kind.param_field}.{req} is required", index, name, type_)
+                raise self._err(f"{kind.param_field}.{req} is required", index, name=name, type_=type_)
         layer = Layer(index, name, type_, list(lp.bottom), list(lp.top) or [name], p, kind)
         lo, hi = kind.n_bottoms
         n = len(layer.bottoms)

@@ -10,7 +10,8 @@ import numpy as np
 
 
 def forward(net, weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
-            with_loss: bool | None = None) -> dict[str, np.ndarray]:
+            with_loss: bool | None = None, train: bool = False) -> dict[str, np.ndarray]:
+    """train=True: the forward pass of a training step (BatchNorm on batch statistics)."""
     if with_loss is None:
         with_loss = all(label in inputs for label in net.labels)
     blobs: dict[str, np.ndarray] = {}
@@ -20,7 +21,8 @@ def forward(net, weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
             blobs[layer.tops[0]] = x if x.dtype.kind in "iu" else x.astype(np.float64)
             continue
         w = {ws.name: weights[f"{layer.name}.{ws.name}"].astype(np.float64) for ws in layer.weights}
-        ys = layer.kind.forward(layer.p, [blobs[b] for b in layer.bottoms], w)
+        fn = layer.kind.forward_train if train else layer.kind.forward
+        ys = fn(layer.p, [blobs[b] for b in layer.bottoms], w)
         for t, y in zip(layer.tops, ys):
             blobs[t] = np.asarray(y, dtype=np.float64)
     return blobs

@@ -35,7 +35,7 @@ def _field_schema(f, defs: dict) -> dict:
         item = {"enum": [v.name for v in f.enum_type.values]}
     else:
         item = dict(_TYPES[f.type])
-    repeated = f.label == FieldDescriptor.LABEL_REPEATED
+    repeated = f.is_repeated
     return {"type": "array", "items": item, "maxItems": 100000} if repeated else item
 
 

@@ -168,7 +168,7 @@ def _int64_to_int(d, descriptor) -> None:
 
 
 def _is_repeated(f) -> bool:
-    return getattr(f, "is_repeated", None) if hasattr(f, "is_repeated") else f.label == f.LABEL_REPEATED
+    return f.is_repeated
 
 
 def to_dict(msg: spec_pb2.NetSpec) -> dict:

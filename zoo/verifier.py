@@ -112,7 +112,7 @@ def _oracle(p: Problem, seed: int, timeout: float) -> dict:
         p.oracle = {"error": f"the training oracle (PyTorch float64) is unavailable: {why}"}
         return p.oracle
     try:
-        art = build(p.net, ORACLE_ENGINE, seed=seed, options={"dtype": "float64"})
+        art = build(p.net, ORACLE_ENGINE, seed=seed, options={"dtype": "float64"}, timeout=timeout)
     except (BuildFailed, ZooError) as e:
         p.oracle = {"error": f"the training oracle could not be built: {e}"}
         return p.oracle
@@ -135,8 +135,9 @@ def _oracle(p: Problem, seed: int, timeout: float) -> dict:
     if not res.ok:
         p.oracle = {"error": f"the training oracle failed: {res.reason}"}
         return p.oracle
-    # the oracle's first loss is the reference loss: check it too
-    ref_loss = float(sum(p.ref[l] for l in p.netb.losses))
+    # the oracle's first loss is the reference's training-mode loss: check it too
+    train_ref = reference.forward(p.netb, p.weights, p.inputs, train=True)
+    ref_loss = float(sum(train_ref[l] for l in p.netb.losses))
     d = compare.allclose("loss", res.result["losses"][0], ref_loss, T.ORACLE)
     if not d.ok:
         p.oracle = {"error": f"the oracle's loss {res.result['losses'][0]} differs from the "
@@ -231,7 +232,7 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
                 else:
                     if art is None and build_error is None:
                         try:
-                            art = build(p.net, eng.name, seed=seed)
+                            art = build(p.net, eng.name, seed=seed, timeout=timeout)
                         except BuildFailed as e:
                             build_error = e
                         except (EngineUnavailable, ZooError) as e:

@@ -88,6 +88,12 @@ class LayerType:
     def forward(p, xs: list[np.ndarray], w: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    @classmethod
+    def forward_train(cls, p, xs: list[np.ndarray], w: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The forward pass of a training step, where it differs (BatchNorm's batch
+        statistics); Dropout stays the identity, as everywhere in verification."""
+        return cls.forward(p, xs, w)
+
 
 REGISTRY: dict[str, type[LayerType]] = {}
 

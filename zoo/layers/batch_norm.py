@@ -40,9 +40,18 @@ class BatchNorm(LayerType):
 
     @staticmethod
     def forward(p, xs, w):
+        return [_normalise(p, xs[0], w["running_mean"], w["running_var"], w)]
+
+    @classmethod
+    def forward_train(cls, p, xs, w):
         x = xs[0]
-        bshape = (1, -1) + (1,) * (x.ndim - 2)
-        y = (x - w["running_mean"].reshape(bshape)) / np.sqrt(w["running_var"].reshape(bshape) + float(p.eps))
-        if p.scale_bias:
-            y = y * w["gamma"].reshape(bshape) + w["beta"].reshape(bshape)
-        return [y]
+        axes = (0,) + tuple(range(2, x.ndim))
+        return [_normalise(p, x, x.mean(axis=axes), x.var(axis=axes), w)]   # biased variance
+
+
+def _normalise(p, x, mean, var, w):
+    bshape = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + float(p.eps))
+    if p.scale_bias:
+        y = y * w["gamma"].reshape(bshape) + w["beta"].reshape(bshape)
+    return y

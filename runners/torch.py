@@ -1,0 +1,164 @@
+"""PyTorch: runs the generated model.py + weights.safetensors of a build.
+
+device "cpu" or "gpuN" (-> cuda:N). TF32 is off (fp32 verification must be fp32). Dropout
+is the identity in verify's training step (its masks cannot be compared across engines)
+and active in bench. With options {"dtype": "float64"} (the verify training oracle) the
+model and inputs are float64.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import numpy as np
+
+from .base import Runner as BaseRunner
+
+
+class Runner(BaseRunner):
+    engine = "torch"
+
+    def load(self) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        self.torch = torch
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        if self.device.startswith("gpu"):
+            if not torch.cuda.is_available():
+                from zoo.errors import EngineUnavailable
+                raise EngineUnavailable(f"no CUDA device is present (torch {torch.__version__}, "
+                                        f"CUDA build: {torch.version.cuda or 'none'})")
+            self.dev = torch.device(f"cuda:{int(self.device[3:] or 0)}")
+        else:
+            self.dev = torch.device("cpu")
+        meta = self.manifest["meta"]
+        self.meta = meta
+        spec = importlib.util.spec_from_file_location(f"zoo_model_{self.net.name.replace('-', '_')}",
+                                                      self.dir / "model.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)   # zoo's own generated code, hash-checked by the manifest
+        self.model = getattr(mod, meta["class"])()
+        self.model.load_state_dict(load_file(str(self.dir / "weights.safetensors")))
+        self.dtype = torch.float64 if meta.get("dtype") == "float64" else torch.float32
+        self.model.to(device=self.dev, dtype=self.dtype).eval()
+
+    def _tensors(self, inputs: dict, names: list[str]) -> dict:
+        out = {}
+        for blob in names:
+            a = inputs[blob]
+            t = self.torch.from_numpy(np.ascontiguousarray(a)).to(self.dev)
+            out[self.meta["input_names"][blob]] = t if a.dtype.kind in "iu" else t.to(self.dtype)
+        return out
+
+    def _data(self, inputs):
+        return self._tensors(inputs, self.net.data_inputs)
+
+    def forward(self, inputs, expose=None):
+        with self.torch.no_grad():
+            blobs = self.model(**self._data(inputs), return_all=True)
+        return {b: blobs[b].detach().cpu().numpy() for b in self.outputs_for(expose)}
+
+    def _train_mode(self, dropout: bool) -> None:
+        self.model.train()
+        if not dropout:
+            for m in self.model.modules():
+                if isinstance(m, self.torch.nn.Dropout):
+                    m.eval()
+
+    def _optimizer(self):
+        t = self.net.train
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return self.torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+    def train_step(self, inputs, steps=1):
+        self._train_mode(dropout=False)
+        opt = self._optimizer()
+        feed = self._tensors(inputs, self.net.data_inputs + self.net.labels)
+        losses = []
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = self.model.training_loss(**feed)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        state = self.model.state_dict()
+        weights = {canon: state[tname].detach().cpu().numpy() for canon, tname in self.meta["names"].items()}
+        return losses, weights
+
+    def make_iteration(self, inputs, mode):
+        torch = self.torch
+        sync = torch.cuda.synchronize if self.dev.type == "cuda" else (lambda: None)
+        if mode == "infer":
+            self.model.eval()
+            feed = self._data(inputs)
+
+            def infer():
+                with torch.no_grad():
+                    self.model(**feed)
+                sync()
+            return infer
+        self._train_mode(dropout=True)
+        opt = self._optimizer()
+        feed = self._tensors(inputs, self.net.data_inputs + self.net.labels)
+
+        def train():
+            opt.zero_grad(set_to_none=True)
+            self.model.training_loss(**feed).backward()
+            opt.step()
+            sync()
+        return train
+
+    def layer_times(self, inputs, mode):
+        """Per-module forward (and backward, in train mode) times from hooks around every
+        module, synchronised; a separate pass from the clean timing."""
+        torch = self.torch
+        sync = torch.cuda.synchronize if self.dev.type == "cuda" else (lambda: None)
+        times: dict[str, dict[str, float]] = {}
+        handles, starts = [], {}
+        for name, m in self.model.named_children():
+            def pre(mod, args, name=name):
+                sync()
+                starts[name] = time.perf_counter()
+
+            def post(mod, args, out, name=name):
+                sync()
+                times.setdefault(name, {"forward_s": 0.0, "backward_s": 0.0})["forward_s"] += time.perf_counter() - starts[name]
+
+            def bpre(mod, grad_out, name=name):
+                sync()
+                starts["b:" + name] = time.perf_counter()
+
+            def bpost(mod, grad_in, grad_out, name=name):
+                sync()
+                times.setdefault(name, {"forward_s": 0.0, "backward_s": 0.0})["backward_s"] += time.perf_counter() - starts["b:" + name]
+            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+            if mode == "train":
+                handles += [m.register_full_backward_pre_hook(bpre), m.register_full_backward_hook(bpost)]
+        step = self.make_iteration(inputs, mode)
+        step()                       # warm-up, not counted
+        times.clear()
+        reps = 3
+        for _ in range(reps):
+            step()
+        for h in handles:
+            h.remove()
+        return [{"layer": k, "forward_s": v["forward_s"] / reps, "backward_s": v["backward_s"] / reps}
+                for k, v in times.items()]
+
+    def device_name(self) -> str:
+        if self.dev.type == "cuda":
+            return self.torch.cuda.get_device_name(self.dev)
+        return "cpu"
+
+    def peak_device_memory_mb(self):
+        if self.dev.type == "cuda":
+            return self.torch.cuda.max_memory_allocated(self.dev) / 2**20
+        return None
+
+    def versions(self):
+        return {"torch": self.torch.__version__}
