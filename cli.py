@@ -22,8 +22,9 @@ from zoo.errors import ZooError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="zoo: one network spec, every engine, verified and benchmarked.")
-out = Console()
-err = Console(stderr=True)
+# pipes and logs get wide tables instead of rich's 80-column default
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def _num(n) -> str:
@@ -51,12 +52,12 @@ def list_(as_json: bool = typer.Option(False, "--json", help="print a JSON array
         _emit_json(rows)
         return
     t = Table(title="zoo networks (FLOPs and MACs per sample, forward)")
-    for col in ("name", "inputs", "outputs", "layers", "params", "FLOPs", "description"):
+    for col in ("name", "inputs", "outputs", "layers", "params", "FLOPs"):
         t.add_column(col, justify="right" if col in ("layers", "params", "FLOPs") else "left")
     for r in rows:
         t.add_row(r["name"], ", ".join(f"{k} {_shape(v)}" for k, v in r["inputs"].items()),
                   ", ".join(f"{k} {_shape(v)}" for k, v in r["outputs"].items()),
-                  str(r["layers"]), f"{r['params']:,}", _num(r["flops"]), r["description"])
+                  str(r["layers"]), f"{r['params']:,}", _num(r["flops"]))
     out.print(t)
 
 

@@ -42,8 +42,10 @@ def allclose(name: str, got, ref, tol: Tolerance) -> Diff:
                 ratio)
 
 
-def update_close(name: str, got, ref, start, rtol_update: float, steps: int) -> Diff:
-    """A parameter after the training step(s): see zoo/tolerances.py for the rule."""
+def update_close(name: str, got, ref, start, rtol_update: float, steps: int,
+                 scale: float | None = None) -> Diff:
+    """A parameter after the training step(s): see zoo/tolerances.py for the rule.
+    scale: the largest update among the layer's parameters (default: this tensor's)."""
     got = np.asarray(got, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     if got.shape != ref.shape:
@@ -52,7 +54,7 @@ def update_close(name: str, got, ref, start, rtol_update: float, steps: int) -> 
     if not np.all(np.isfinite(got)):
         return Diff(name, False, float("inf"), float("inf"), float("inf"), "non-finite values")
     delta_ref = ref - np.asarray(start, dtype=np.float64)
-    biggest = float(np.max(np.abs(delta_ref)))
+    biggest = float(np.max(np.abs(delta_ref))) if scale is None else scale
     err = np.abs(got - ref)
     allowed = rtol_update * biggest + steps * 2.0**-23 * np.abs(ref)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -69,6 +69,9 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
     Engine("onnx", ("onnx", "onnxruntime"), ("onnx", "onnxruntime"), "onnx", train=False,
            note="ONNX Runtime runs inference only: verified forward, not trained"),
     Engine("torch", ("torch",), ("torch",), "torch", train=True),
+    Engine("tensorflow", ("tensorflow-cpu", "tensorflow", "keras"), ("tensorflow", "keras"),
+           "tensorflow", train=True),
+    Engine("mxnet", ("mxnet",), ("mxnet",), "mxnet", train=True),
 ]}
 
 

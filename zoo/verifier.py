@@ -166,6 +166,13 @@ def _train_case(p: Problem, eng: engines.Engine, art, device, threads, tol, time
         diffs.append(compare.Diff("losses", False, float("inf"), float("inf"), float("inf"),
                                   "wrong number of steps"))
     specs = p.net.weight_specs()
+    # each update is judged on the scale of its layer's largest update (see tolerances.py)
+    layer_scale: dict[str, float] = {}
+    for key, ws in specs.items():
+        if ws.kind == "param":
+            d = float(np.max(np.abs(oracle["weights"][key].astype(np.float64) - p.weights[key])))
+            layer = key.rsplit(".", 1)[0]
+            layer_scale[layer] = max(layer_scale.get(layer, 0.0), d)
     for key, ws in specs.items():
         if ws.kind != "param":
             continue
@@ -174,7 +181,8 @@ def _train_case(p: Problem, eng: engines.Engine, art, device, threads, tol, time
                                       "missing from the engine's updated weights"))
             continue
         diffs.append(compare.update_close(key, res.arrays[key], oracle["weights"][key],
-                                          p.weights[key], T.TRAIN_UPDATE_RTOL, TRAIN_STEPS))
+                                          p.weights[key], T.TRAIN_UPDATE_RTOL, TRAIN_STEPS,
+                                          layer_scale[key.rsplit(".", 1)[0]]))
     _summarise(case, diffs)
     if case.status == "fail":
         bad = next(d for d in diffs if not d.ok)

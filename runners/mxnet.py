@@ -1,0 +1,139 @@
+"""MXNet 1.9.1: runs the exported NAME-symbol.json + NAME-0000.params of a build.
+
+Threads come from OMP_NUM_THREADS / MXNET_CPU_WORKER_NTHREADS, set by the parent before this
+process started. numpy.bool is restored before MXNet is imported (zoo.converters.mxnet).
+The training step is autograd + gluon.Trainer SGD: MXNet's update
+(v = mu v - lr (g + wd w); w += v) is PyTorch's for a constant learning rate. The .params
+file is MXNet's binary NDArray format (no pickle); optimizer .states files are never read.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .base import Runner as BaseRunner
+
+
+class Runner(BaseRunner):
+    engine = "mxnet"
+
+    def load(self) -> None:
+        from zoo.converters.mxnet import import_mxnet
+
+        mx = self.mx = import_mxnet()
+        if self.device.startswith("gpu"):
+            if mx.context.num_gpus() == 0:
+                from zoo.errors import EngineUnavailable
+                raise EngineUnavailable("this MXNet build has no CUDA support (the PyPI mxnet "
+                                        "1.9.1 wheel is CPU-only)")
+            self.ctx = mx.gpu(int(self.device[3:] or 0))
+        else:
+            self.ctx = mx.cpu()
+        self.meta = self.manifest["meta"]
+        self.block = self._block(dropout=True)
+
+    def _block(self, dropout: bool):
+        """A SymbolBlock of the exported files; dropout=False sets every Dropout's p to 0
+        (verify: Dropout is the identity, also in the training step)."""
+        mx, meta = self.mx, self.meta
+        graph = json.loads((self.dir / f"{meta['prefix']}-symbol.json").read_text())
+        if not dropout:
+            for node in graph["nodes"]:
+                if node["op"] == "Dropout":
+                    node.setdefault("attrs", {})["p"] = "0"
+        sym = mx.sym.load_json(json.dumps(graph))
+        block = mx.gluon.SymbolBlock(sym, [mx.sym.var(n) for n in meta["inputs"]])
+        block.collect_params().load(str(self.dir / f"{meta['prefix']}-0000.params"), ctx=self.ctx)
+        for name in meta["frozen"]:
+            block.collect_params()[name].grad_req = "null"
+        return block
+
+    def _nd(self, inputs, names):
+        return [self.mx.nd.array(inputs[n], ctx=self.ctx, dtype="float32") for n in names]
+
+    def forward(self, inputs, expose=None):
+        from zoo.converters.mxnet import sname
+        mx = self.mx
+        blobs = self.outputs_for(expose)
+        feed = self._nd(inputs, self.meta["input_blobs"])
+        if all(b in self.meta["heads"] for b in blobs):
+            outs = self.block(*feed)
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            by = dict(zip(self.meta["heads"], outs))
+            return {b: by[b].asnumpy() for b in blobs}
+        internals = self.block._cached_graph[1].get_internals() if self.block._cached_graph else None
+        if internals is None:
+            sym = mx.sym.load(str(self.dir / f"{self.meta['prefix']}-symbol.json"))
+            internals = sym.get_internals()
+        outs = [internals[f"{sname(b)}_output"] for b in blobs]
+        probe = mx.gluon.SymbolBlock(mx.sym.Group(outs), [mx.sym.var(n) for n in self.meta["inputs"]],
+                                     params=self.block.collect_params())
+        res = probe(*feed)
+        res = res if isinstance(res, (list, tuple)) else [res]
+        return {b: r.asnumpy() for b, r in zip(blobs, res)}
+
+    def _loss(self, heads: dict, labels: dict):
+        nd = self.mx.nd
+        total = 0
+        for layer in self.net.loss_layers:
+            w = float(layer.p.loss_weight)
+            a, b = heads[layer.bottoms[0]], layer.bottoms[1]
+            other = labels[b] if b in labels else heads[b]
+            if layer.type == "SoftmaxWithLoss":
+                total = total + w * -nd.mean(nd.pick(nd.log_softmax(a, axis=-1), other, axis=-1))
+            else:
+                total = total + w * nd.sum(nd.square(a - other)) / (2.0 * a.shape[0])
+        return total
+
+    def _trainer(self, block):
+        t = self.net.train
+        params = {k: v for k, v in block.collect_params().items() if v.grad_req != "null"}
+        return self.mx.gluon.Trainer(params, "sgd", {"learning_rate": float(t.lr),
+                                                      "momentum": float(t.momentum),
+                                                      "wd": float(t.weight_decay)})
+
+    def _step(self, block, trainer, feed, labels):
+        autograd = self.mx.autograd
+        with autograd.record(train_mode=True):
+            outs = block(*feed)
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            loss = self._loss(dict(zip(self.meta["heads"], outs)), labels)
+        loss.backward()
+        trainer.step(1)    # the loss is already a mean: no 1/batch rescaling
+        return loss
+
+    def train_step(self, inputs, steps=1):
+        block = self._block(dropout=False)
+        trainer = self._trainer(block)
+        feed = self._nd(inputs, self.meta["input_blobs"])
+        labels = dict(zip(self.net.labels, self._nd(inputs, self.net.labels)))
+        losses = [float(self._step(block, trainer, feed, labels).asscalar()) for _ in range(steps)]
+        pd = block.collect_params()
+        return losses, {k: pd[v].data().asnumpy() for k, v in self.meta["names"].items()}
+
+    def make_iteration(self, inputs, mode):
+        feed = self._nd(inputs, self.meta["input_blobs"])
+        if mode == "infer":
+            self.block.hybridize(static_alloc=True, static_shape=True)
+
+            def infer():
+                outs = self.block(*feed)
+                (outs[0] if isinstance(outs, (list, tuple)) else outs).wait_to_read()
+            return infer
+        block = self._block(dropout=True)
+        block.hybridize(static_alloc=True, static_shape=True)
+        trainer = self._trainer(block)
+        labels = dict(zip(self.net.labels, self._nd(inputs, self.net.labels)))
+
+        def train():
+            self._step(block, trainer, feed, labels)
+            self.mx.nd.waitall()      # MXNet is asynchronous: wait for the update
+        return train
+
+    def device_name(self) -> str:
+        return str(self.ctx)
+
+    def versions(self):
+        return {"mxnet": self.mx.__version__}
