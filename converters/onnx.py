@@ -77,10 +77,24 @@ def pooling(ctx, layer):
         op = "GlobalMaxPool" if p.pool == P.MAX else "GlobalAveragePool"
         ctx.node(op, layer.bottoms, layer.tops, layer.name)
         return
-    attrs = dict(kernel_shape=[p.kernel_size] * 2, strides=[p.stride] * 2, pads=[p.pad] * 4,
-                 ceil_mode=int(p.round_mode == P.CEIL))
+    # CEIL is written as FLOOR with the overhang as explicit end padding: ONNX's ceil_mode
+    # output size lacks Caffe's rule (the last window starts inside the input or left pad)
+    _, _, h, w = layer.in_shapes[0]
+    _, _, oh, ow = layer.out_shapes[0]
+    eh, ew = P.end_padding(p, h, w, oh, ow)
+    pad = int(p.pad)
+    attrs = dict(kernel_shape=[p.kernel_size] * 2, strides=[p.stride] * 2,
+                 pads=[pad, pad, pad + eh, pad + ew], ceil_mode=0)
     if p.pool == P.MAX:
         ctx.node("MaxPool", layer.bottoms, layer.tops, layer.name, **attrs)
+    elif p.avg_divisor != P.VALID and (eh or ew):
+        # PADDED must not count the overhang: average over the input only, then rescale
+        # by (input positions / PADDED positions) per window, a constant map
+        scale = P.divisor_map(p, h, w, oh, ow, P.VALID) / P.divisor_map(p, h, w, oh, ow, P.PADDED)
+        ctx.node("AveragePool", layer.bottoms, [f"{layer.name}/valid_mean"], f"{layer.name}/mean",
+                 count_include_pad=0, **attrs)
+        k = ctx.const(f"{layer.name}/divisor", scale[None, None].astype(np.float32))
+        ctx.node("Mul", [f"{layer.name}/valid_mean", k], layer.tops, layer.name)
     else:
         # PADDED counts the padding (count_include_pad=1); VALID only the input
         ctx.node("AveragePool", layer.bottoms, layer.tops, layer.name,

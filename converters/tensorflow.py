@@ -178,17 +178,6 @@ def convolution(ctx, layer):
     ctx.put(layer.tops[0], y, "nhwc", name)
 
 
-def _divisor_map(p, h: int, w: int, oh: int, ow: int) -> np.ndarray:
-    k, s, pad = int(p.kernel_size), int(p.stride), int(p.pad)
-
-    def counts(length, out_len):
-        lo, hi = (0, length) if p.avg_divisor == P.VALID else (-pad, length + pad)
-        starts = np.arange(out_len) * s - pad
-        return np.minimum(starts + k, hi) - np.maximum(starts, lo)
-
-    return np.outer(counts(h, oh), counts(w, ow)).astype(np.float32)
-
-
 @CONVERTERS.register("Pooling")
 def pooling(ctx, layer):
     import keras
@@ -211,7 +200,7 @@ def pooling(ctx, layer):
         y = L.MaxPooling2D(k, s, padding="valid", name=name)(x)
         ctx.put(layer.tops[0], y, "nhwc", name)
         return
-    div = _divisor_map(p, h, w, oh, ow)
+    div = P.divisor_map(p, h, w, oh, ow)
     if np.all(div == k * k):
         y = L.AveragePooling2D(k, s, padding="valid", name=name)(x)
     else:

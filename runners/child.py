@@ -42,7 +42,8 @@ def _inject_fault(engine: str) -> None:
 def do_build(job: dict, work: Path):
     from zoo import net as N
     from zoo import weights as W
-    conv = importlib.import_module(f"zoo.converters.{job['engine']}")
+    from zoo import engines
+    conv = importlib.import_module(engines.get(job["engine"]).converter_module)
     net = N.from_text(job["spec_text"], file=job.get("spec_file", "<spec>"))
     weights = W.load(job["weights_file"], net)
     meta = conv.build(net, weights, Path(job["outdir"]), job.get("options") or {})
@@ -50,7 +51,8 @@ def do_build(job: dict, work: Path):
 
 
 def _runner(job: dict):
-    mod = importlib.import_module(f"zoo.runners.{job['engine']}")
+    from zoo import engines
+    mod = importlib.import_module(engines.get(job["engine"]).runner_module)
     runner = mod.Runner(Path(job["artifact"]), job["device"], job.get("threads"),
                         job.get("options") or {})
     runner.load()

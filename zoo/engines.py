@@ -24,14 +24,19 @@ class Engine:
     extra: str                  # `pip install 'zoo[EXTRA]'`
     train: bool                 # has a training step (else forward only, said in verify)
     note: str = ""
+    converter: str = ""         # converter module name, when shared with another engine
+
+    @property
+    def converter_name(self) -> str:
+        return self.converter or self.name
 
     @property
     def converter_module(self) -> str:
-        return f"zoo.converters.{self.name}"
+        return f"zoo.converters.{self.converter_name}"
 
     @property
     def runner_module(self) -> str:
-        return f"zoo.runners.{self.name}"
+        return f"zoo.runners.{self.name.replace('-', '_')}"
 
     def missing(self) -> str | None:
         """Why the engine cannot run here, or None when it can."""
@@ -72,6 +77,13 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
     Engine("tensorflow", ("tensorflow-cpu", "tensorflow", "keras"), ("tensorflow", "keras"),
            "tensorflow", train=True),
     Engine("mxnet", ("mxnet",), ("mxnet",), "mxnet", train=True),
+    # real BVLC Caffe, built by scripts/build_caffe.sh (no wheel exists)
+    Engine("caffe", (), ("caffe",), "caffe", train=True,
+           note="pycaffe: BVLC Caffe built from brocolli-caffe 9.0.2 by scripts/build_caffe.sh"),
+    # the same Caffe files, read by OpenCV's DNN module: a second, independent reader
+    Engine("caffe-opencv", ("opencv-python-headless",), ("cv2",), "caffe", train=False,
+           note="OpenCV's Caffe reader runs inference only: verified forward, not trained",
+           converter="caffe"),
 ]}
 
 

@@ -93,7 +93,7 @@ def _forward_case(p: Problem, eng: engines.Engine, art, device, threads, tol, ti
     res = child.run(eng.name, "forward", {"artifact": str(art.path)}, p.inputs,
                     device=device, threads=threads, timeout=timeout)
     if not res.ok:
-        case.status, case.reason = "error", _child_reason(res)
+        _child_failed(case, res)
         return
     diffs = [compare.allclose(o, res.arrays.get(o, np.zeros(0)), p.ref[o], tol)
              for o in p.netb.outputs]
@@ -158,7 +158,7 @@ def _train_case(p: Problem, eng: engines.Engine, art, device, threads, tol, time
     res = child.run(eng.name, "train", {"artifact": str(art.path), "steps": TRAIN_STEPS},
                     p.inputs, device=device, threads=threads, timeout=timeout)
     if not res.ok:
-        case.status, case.reason = "error", _child_reason(res)
+        _child_failed(case, res)
         return
     diffs = [compare.allclose(f"loss[step {i + 1}]", got, want, tol)
              for i, (got, want) in enumerate(zip(res.result["losses"], oracle["losses"]))]
@@ -205,6 +205,15 @@ def _summarise(case: CaseResult, diffs: list[compare.Diff]) -> None:
     if bad:
         case.reason = "; ".join(f"{d.name}: {d.reason or f'{d.worst_ratio:.3g}x the tolerance'}"
                                 for d in bad[:3])
+
+
+def _child_failed(case: CaseResult, res: child.ChildResult) -> None:
+    """An engine that says it cannot express something is `skipped` (unsupported), with
+    the reason; any other failure of its child is an `error`."""
+    if res.status == "error" and res.result.get("unsupported"):
+        case.status, case.reason = "skipped", f"unsupported: {res.reason.split(': ', 1)[-1]}"
+    else:
+        case.status, case.reason = "error", _child_reason(res)
 
 
 def _child_reason(res: child.ChildResult) -> str:

@@ -24,6 +24,27 @@ def pool_out(h: int, k: int, s: int, p: int, ceil: bool) -> int:
     return out
 
 
+def divisor_map(p, h: int, w: int, oh: int, ow: int, rule: int | None = None) -> np.ndarray:
+    """(oh, ow) window sizes counted by `rule` (default: the layer's avg_divisor): PADDED
+    clips each window to [-pad, H + pad), VALID to [0, H). Neither counts the CEIL overhang."""
+    k, s, pad = int(p.kernel_size), int(p.stride), int(p.pad)
+    rule = p.avg_divisor if rule is None else rule
+
+    def counts(length, out_len):
+        lo, hi = (0, length) if rule == VALID else (-pad, length + pad)
+        starts = np.arange(out_len) * s - pad
+        return np.minimum(starts + k, hi) - np.maximum(starts, lo)
+
+    return np.outer(counts(h, oh), counts(w, ow)).astype(np.float64)
+
+
+def end_padding(p, h: int, w: int, oh: int, ow: int) -> tuple[int, int]:
+    """Extra bottom/right padding that makes FLOOR pooling with `pad` give (oh, ow): the
+    CEIL overhang, as an explicit pad (0 for FLOOR)."""
+    k, s, pad = int(p.kernel_size), int(p.stride), int(p.pad)
+    return max((oh - 1) * s + k - h - 2 * pad, 0), max((ow - 1) * s + k - w - 2 * pad, 0)
+
+
 def window(p, shape) -> tuple[int, int, int, bool]:
     """(kernel, stride, pad, ceil) for this input shape, global pooling resolved."""
     if p.global_pooling:
@@ -88,13 +109,6 @@ class Pooling(LayerType):
         win = win[:, :, ::s, ::s][:, :, :oh, :ow]
         if p.pool == MAX:
             return [win.max(axis=(4, 5))]
-        lo, hi = (-pd, None) if p.avg_divisor != VALID else (0, None)
-
-        def counts(length, out_len):
-            # positions of each window clipped to [lo, hi): [-pad, L + pad) or [0, L)
-            high = length + pd if p.avg_divisor != VALID else length
-            starts = np.arange(out_len) * s - pd
-            return np.minimum(starts + k, high) - np.maximum(starts, lo)
-
-        div = np.outer(counts(h, oh), counts(wd, ow)).astype(np.float64)
-        return [win.sum(axis=(4, 5)) / div]
+        if p.global_pooling:
+            return [win.mean(axis=(4, 5))]
+        return [win.sum(axis=(4, 5)) / divisor_map(p, h, wd, oh, ow)]
