@@ -210,6 +210,76 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
     raise typer.Exit(verifier.exit_status(results))
 
 
+@app.command()
+def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs (default: all)"),
+          engines_: Optional[str] = typer.Option(None, "--engines", help="comma list (default: all)"),
+          device: str = typer.Option("cpu", help="cpu or gpuN"),
+          threads: Optional[str] = typer.Option(None, help="comma list of thread counts, e.g. 1,2,4"),
+          batch: Optional[int] = typer.Option(None, help="default: the survey's batch per network and device"),
+          mode: str = typer.Option("train", help="train, infer or both"),
+          warmup: int = typer.Option(2), iters: int = typer.Option(5),
+          min_time: float = typer.Option(1.0, help="seconds of timed iterations at least"),
+          json_file: Optional[Path] = typer.Option(None, "--json"),
+          csv_file: Optional[Path] = typer.Option(None, "--csv"),
+          plot_file: Optional[Path] = typer.Option(None, "--plot", help="PNG (an SVG is written beside it)"),
+          layers: bool = typer.Option(False, "--layers", help="per-layer times, in a separate pass"),
+          xla: bool = typer.Option(False, "--xla", help="TensorFlow: compile with XLA"),
+          timeout: float = typer.Option(1800.0)):
+    """Time per mini-batch (training) or per forward pass, every engine the same way."""
+    from rich.progress import Progress
+
+    from zoo import benchmark
+    if mode not in ("train", "infer", "both"):
+        raise ZooError(f"--mode must be train, infer or both, not {mode!r}")
+    tlist = [int(t) for t in threads.split(",")] if threads else [None]
+    names = specs or None
+    engine_names = [e.strip() for e in engines_.split(",")] if engines_ else None
+    n_engines = len(engine_names) if engine_names else len(__import__("zoo.engines").engines.ENGINES)
+    n_nets = len(names) if names else len(zoo.spec.zoo_names())
+    total = n_nets * n_engines * len(tlist) * (2 if mode == "both" else 1)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("zoo bench", total=total)
+
+        def progress(row):
+            bar.advance(task)
+            bar.console.print(f"{row['network']} {row['engine']} {row['mode']} threads={row['threads']}: "
+                              + (f"{row['median_s'] * 1e3:.1f} ms" if row["status"] == "ok"
+                                 else f"{row['status']}: {row['reason']}"), highlight=False)
+
+        rows = benchmark.bench(names, engine_names, device, tlist, batch, mode, warmup, iters,
+                               min_time, layers, timeout=timeout, options={"xla": xla} if xla else None,
+                               progress=progress)
+    t = Table(title=f"zoo bench ({device}; {rows[0]['environment']['cpu'] if rows else ''})")
+    for col in ("network", "engine", "mode", "threads", "batch", "median ms", "IQR ms", "iters",
+                "samples/s", "GFLOP/s", "peak RSS MB", "status"):
+        t.add_column(col)
+    for r in rows:
+        ok = r["status"] == "ok"
+        t.add_row(r["network"], r["engine"], r["mode"], str(r["threads"] or "-"), str(r["batch"]),
+                  f"{r['median_s'] * 1e3:.3g}" if ok else "-", f"{r['iqr_s'] * 1e3:.2g}" if ok else "-",
+                  str(r.get("iters") or "-"), f"{r['samples_per_s']:.1f}" if ok else "-",
+                  f"{r['gflops']:.2f}" if ok else "-", f"{r['peak_rss_mb']:.0f}" if ok else "-",
+                  "ok" if ok else f"{r['status']}: {r['reason']}")
+    out.print(t)
+    if layers:
+        for r in rows:
+            if r.get("layers"):
+                lt = Table(title=f"per-layer times (separate pass): {r['network']} {r['engine']} {r['mode']}")
+                for col in ("layer", "forward ms", "backward ms"):
+                    lt.add_column(col)
+                for l in r["layers"]:
+                    lt.add_row(l["layer"], f"{l['forward_s'] * 1e3:.2f}", f"{l['backward_s'] * 1e3:.2f}")
+                out.print(lt)
+    if json_file:
+        json_file.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    if csv_file:
+        benchmark.write_csv(rows, csv_file)
+    if plot_file:
+        for f in benchmark.plot(rows, plot_file):
+            out.print(f"wrote {f}")
+    raise typer.Exit(1 if any(r["status"] == "error" for r in rows) else 0)
+
+
 def main() -> None:
     try:
         app()   # standalone: usage errors print their message and exit 2
