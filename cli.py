@@ -280,6 +280,19 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
     raise typer.Exit(1 if any(r["status"] == "error" for r in rows) else 0)
 
 
+@app.command("import")
+def import_(model: Path = typer.Argument(..., help="an .onnx file or a Caffe .prototxt"),
+            weights: Optional[Path] = typer.Option(None, "--weights", help="Caffe .caffemodel"),
+            out_dir: Path = typer.Option(..., "--out", help="a new folder for the spec and weights"),
+            batch: int = typer.Option(1, help="batch size for a symbolic ONNX batch axis")):
+    """Bring an existing ONNX or Caffe model into the zoo: a spec + weights in OUT."""
+    from zoo.importers import import_model
+    spec = import_model(model, out_dir, weights, batch)
+    net = zoo.load(spec)
+    out.print(f"imported {net.name}: {len(net.layers)} layers, {net.params:,} parameters -> {spec}")
+    out.print(f"next: zoo verify {spec}")
+
+
 def main() -> None:
     try:
         app()   # standalone: usage errors print their message and exit 2
