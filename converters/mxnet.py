@@ -25,7 +25,7 @@ import numpy as np
 
 from zoo.layers import pooling as P
 
-from .registry import Registry, Unsupported
+from .registry import Registry
 
 CONVERTERS = Registry("mxnet")
 

@@ -9,7 +9,6 @@ this process started. Only the CPU build exists here (brocolli-caffe, CPU_ONLY).
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 

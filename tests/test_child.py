@@ -46,3 +46,12 @@ def test_thread_variables_reach_the_child_before_import():
     env = child.thread_env(3, "cpu")
     assert env["OMP_NUM_THREADS"] == "3" and env["CUDA_VISIBLE_DEVICES"] == ""
     assert os.environ.get("ZOO_FAULT") is None
+
+
+def test_gpu_device_without_cuda_is_a_clear_skip():
+    require_engine("torch")
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    [r] = verifier.verify(["linreg"], ["torch"], device="gpu0")
+    assert r.status == "skipped" and "no CUDA device is present" in r.reason, r.reason

@@ -149,7 +149,6 @@ def test_unsupported_operators_are_listed_with_counts(tmp_path):
 
 
 def _external(tmp_path, location, offset=0, length=16, extra=None):
-    import onnx
     from onnx import TensorProto, helper
     t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4])
     t.data_location = TensorProto.EXTERNAL

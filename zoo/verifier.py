@@ -208,10 +208,13 @@ def _summarise(case: CaseResult, diffs: list[compare.Diff]) -> None:
 
 
 def _child_failed(case: CaseResult, res: child.ChildResult) -> None:
-    """An engine that says it cannot express something is `skipped` (unsupported), with
-    the reason; any other failure of its child is an `error`."""
+    """An engine that says it cannot express something (unsupported), or that lacks the
+    device asked for (unavailable), is `skipped` with the reason; any other failure of its
+    child is an `error`."""
     if res.status == "error" and res.result.get("unsupported"):
         case.status, case.reason = "skipped", f"unsupported: {res.reason.split(': ', 1)[-1]}"
+    elif res.status == "error" and res.result.get("type") == "EngineUnavailable":
+        case.status, case.reason = "skipped", f"unavailable: {res.reason.split(': ', 1)[-1]}"
     else:
         case.status, case.reason = "error", _child_reason(res)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import ImportRefused
 from ..layers.pooling import pool_out
-from .common import SpecBuilder, check_file, sanitize
+from .common import SpecBuilder, check_file
 
 EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 MAX_EXTERNAL_BYTES = 8 * 2**30

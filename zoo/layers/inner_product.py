@@ -1,6 +1,5 @@
 """InnerProduct: y = x W^T + b over the last axis. Weights: weight (out, in), bias (out,)."""
 
-import numpy as np
 
 from .base import LayerError, LayerType, WeightSpec, lecun_uniform, positive, register, size, uniform
 
