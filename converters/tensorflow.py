@@ -59,6 +59,18 @@ def dense_from_keras(k: np.ndarray, flat_chw: list | None) -> np.ndarray:
     return np.ascontiguousarray(w)
 
 
+def lstm_gates_to_keras(a: np.ndarray) -> np.ndarray:
+    """The spec stacks gates i, f, g, o; Keras i, f, c, o (c = the spec's g): the same order.
+    Kept as a function so the mapping is explicit and its test can break it."""
+    return a
+
+
+def lrn_window_weight(alpha: float, n: int) -> float:
+    """The spec's (and Caffe's) alpha is divided by local_size; TensorFlow's own LRN would
+    take depth_radius = (n - 1) / 2 and alpha / n. zoo's 1x1 window sum carries alpha / n."""
+    return alpha / n
+
+
 def conv_to_keras(w):
     return np.ascontiguousarray(w.transpose(2, 3, 1, 0))     # OIHW -> HWIO
 
@@ -228,7 +240,7 @@ def lrn(ctx, layer):
     n, r = int(p.local_size), (int(p.local_size) - 1) // 2
     idx = np.arange(c)
     # band[c', c] = alpha/n where |c - c'| <= r: a 1x1 conv sums the window, scaled
-    band = (np.abs(idx[:, None] - idx[None, :]) <= r).astype(np.float32) * np.float32(p.alpha / n)
+    band = (np.abs(idx[:, None] - idx[None, :]) <= r).astype(np.float32) * np.float32(lrn_window_weight(p.alpha, n))
     sumsq = L.Conv2D(c, 1, use_bias=True, trainable=False, name=ctx.fresh(f"{layer.name}_window"))
     s = sumsq(ops.square(x))
     ctx.set_weights(sumsq.name, [band[None, None], np.full(c, p.k, np.float32)], [None, None])
@@ -349,8 +361,9 @@ def lstm(ctx, layer):
     cell = ctx.keras.layers.LSTM(int(layer.p.num_output), return_sequences=True, activation="tanh",
                                  recurrent_activation="sigmoid", unit_forget_bias=False, name=name)
     y = cell(ctx.plain(layer.bottoms[0]))
-    ctx.set_weights(name, [ctx.weight(layer, "weight_ih").T, ctx.weight(layer, "weight_hh").T,
-                           ctx.weight(layer, "bias")],
+    ctx.set_weights(name, [lstm_gates_to_keras(ctx.weight(layer, "weight_ih")).T,
+                           lstm_gates_to_keras(ctx.weight(layer, "weight_hh")).T,
+                           lstm_gates_to_keras(ctx.weight(layer, "bias"))],
                     [(f"{layer.name}.weight_ih", "transpose", None),
                      (f"{layer.name}.weight_hh", "transpose", None),
                      (f"{layer.name}.bias", "identity", None)])

@@ -58,7 +58,10 @@ def build_key(net: N.Net, weights_sha: str, engine: engines.Engine, options: dic
 
 
 def build(net_or_name, engine: str, out: str | Path | None = None, seed: int = 0,
-          force: bool = False, options: dict | None = None, timeout: float = 1800) -> Build:
+          force: bool = False, options: dict | None = None, timeout: float = 1800,
+          in_process: bool = False) -> Build:
+    """Build (or reuse) the native files of `engine`. in_process=True converts in this
+    process instead of a child (for debugging a converter, and for tests that patch one)."""
     net = net_or_name if isinstance(net_or_name, N.Net) else N.load(net_or_name)
     eng = engines.get(engine)
     if (why := eng.missing()) is not None:
@@ -87,14 +90,18 @@ def build(net_or_name, engine: str, out: str | Path | None = None, seed: int = 0
     try:
         (tmp / "spec.prototxt").write_text(net.text)
         W.save(weights, tmp / "weights.npz")
-        res = child.run(engine, "build", {"spec_text": net.text, "spec_file": str(net.path),
-                                          "weights_file": str(tmp / "weights.npz"),
-                                          "outdir": str(tmp), "options": options},
-                        timeout=timeout)
-        if not res.ok:
-            raise BuildFailed(f"{engine} build of {net.name} failed: {res.reason}", res.status,
-                              res.stderr_tail, unsupported=bool(res.result.get("unsupported")))
-        meta = res.result
+        if in_process:
+            import importlib
+            meta = importlib.import_module(eng.converter_module).build(net, weights, tmp, options)
+        else:
+            res = child.run(engine, "build", {"spec_text": net.text, "spec_file": str(net.path),
+                                              "weights_file": str(tmp / "weights.npz"),
+                                              "outdir": str(tmp), "options": options},
+                            timeout=timeout)
+            if not res.ok:
+                raise BuildFailed(f"{engine} build of {net.name} failed: {res.reason}", res.status,
+                                  res.stderr_tail, unsupported=bool(res.result.get("unsupported")))
+            meta = res.result
         files = {str(p.relative_to(tmp)): _sha256_file(p)
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {

@@ -1,0 +1,57 @@
+"""`zoo bench`: every engine timed the same way; JSON/CSV keys; plots; per-layer pass."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import require_engine
+from zoo import benchmark
+
+KEYS = ["network", "engine", "device", "threads", "batch", "mode", "median_s", "min_s", "max_s", "iters",
+        "samples_per_s", "gflops", "peak_rss_mb"]
+
+
+def test_bench_cli_writes_json_csv_and_plots(tmp_path):
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "zoo.cli", "bench", "alexnet-r", "linreg", "--threads", "1,2",
+                        "--batch", "8", "--iters", "2", "--min-time", "0", "--warmup", "1", "--mode", "both",
+                        "--json", str(out), "--csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "r.png")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    ok = [x for x in rows if x["status"] == "ok"]
+    assert ok, rows
+    for x in ok:
+        for k in KEYS:
+            assert x[k] is not None, k
+        assert x["iters"] >= 2 and x["min_s"] <= x["median_s"] <= x["max_s"]
+        assert x["environment"]["cpu"] and x["spec_sha256"] and x["weights_sha256"]
+    assert {x["threads"] for x in ok} == {1, 2}
+    for x in rows:
+        if x["status"] == "skipped":
+            assert x["reason"]
+    for f in ("r.png", "r.svg", "r-bars.png", "r-bars.svg", "r.csv"):
+        assert (tmp_path / f).stat().st_size > 0
+
+
+@pytest.mark.parametrize("engine", ["torch", "caffe"])
+def test_layer_breakdown_is_a_separate_pass(engine):
+    require_engine(engine)
+    [row] = benchmark.bench(["alexnet-r"], [engine], threads=[1], batch=8, mode="train", warmup=1, iters=2,
+                            min_time=0, layers=True)
+    assert row["status"] == "ok", row["reason"]
+    names = {l["layer"] for l in row["layers"]}
+    assert {"conv1", "conv2", "fc"} <= names
+    assert all(l["forward_s"] >= 0 and l["backward_s"] >= 0 for l in row["layers"])
+    assert any(l["backward_s"] > 0 for l in row["layers"])
+
+
+def test_gpu_request_without_gpu_is_skipped_never_run_on_cpu():
+    require_engine("torch")
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    [row] = benchmark.bench(["linreg"], ["torch"], device="gpu0", batch=4, iters=1, min_time=0)
+    assert row["status"] == "skipped" and "no CUDA device" in row["reason"] and row.get("median_s") is None
