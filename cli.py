@@ -15,6 +15,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import zoo
@@ -189,10 +190,9 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
         t.add_column(col, overflow="fold")
 
     def progress(c):
-        style = STATUS_STYLE[c.status]
-        err.print(f"[{style}]{c.status:7}[/{style}] {c.network} {c.engine} {c.mode} "
+        err.print(f"{c.status:7} {c.network} {c.engine} {c.mode} "
                   f"({c.seconds:.1f}s)" + (f": {c.reason}" if c.reason and c.status != "pass" else ""),
-                  highlight=False)
+                  highlight=False, markup=False)
 
     results = verifier.verify(specs or None, engine_names, mode, batch, atol, rtol, seed, device,
                               threads, timeout, progress)
@@ -201,7 +201,7 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
         t.add_row(c.network, c.engine, c.mode, f"[{style}]{c.status}[/{style}]",
                   f"{c.max_abs_err:.2e}" if c.max_abs_err is not None else "-",
                   f"{c.max_rel_err:.2e}" if c.max_rel_err is not None else "-",
-                  c.first_bad_layer or "-", c.reason if c.status != "pass" else "")
+                  c.first_bad_layer or "-", escape(c.reason) if c.status != "pass" else "")
     out.print(t)
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "error", "skipped")}
     out.print(", ".join(f"{n} {s}" for s, n in counts.items()))

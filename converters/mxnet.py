@@ -181,7 +181,7 @@ def eltwise(ctx, layer):
     else:
         y = xs[0]
         for i, x in enumerate(xs[1:], start=1):
-            y = ctx.sym.maximum(y, x, name=name if i == len(xs) - 1 else None)
+            y = ctx.sym.broadcast_maximum(y, x, name=name if i == len(xs) - 1 else None)
     ctx.s[layer.tops[0]] = y
 
 

@@ -24,6 +24,11 @@ class Runner(CaffeBase):
             from zoo.converters.registry import Unsupported
             raise Unsupported(f"OpenCV's Caffe importer has no layer for {', '.join(missing)} "
                               f"(Caffe's {', '.join(NOT_IN_OPENCV_NAMES[t] for t in missing)})")
+        for l in self.net.deploy_layers:
+            if l.type == "LRN" and l.p.k != 1.0:
+                from zoo.converters.registry import Unsupported
+                raise Unsupported(f"OpenCV's Caffe importer ignores lrn_param.k (it always uses 1); "
+                                  f"layer {l.name!r} has k = {l.p.k:g}")
         import cv2
         self.cv2 = cv2
         if self.threads:

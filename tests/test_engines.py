@@ -14,6 +14,7 @@ KNOWN_UNSUPPORTED = {
     ("caffe", "ave_pool_floor_valid"): "Caffe's average pooling always counts padding",
     ("caffe-opencv", "ave_pool_floor_valid"): "Caffe's average pooling always counts padding",
     ("caffe-opencv", "embedding_lstm"): "OpenCV's Caffe importer has no Embed layer",
+    ("caffe-opencv", "lrn"): "OpenCV's Caffe importer ignores lrn_param.k (always 1)",
 }
 
 

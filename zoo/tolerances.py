@@ -42,6 +42,23 @@ ORACLE = Tolerance(rtol=1e-9, atol=1e-12)   # float64 oracle vs float64 NumPy re
 # (engine, network, mode) -> (tolerance, reason). Empty: every case meets the defaults.
 EXCEPTIONS: dict[tuple[str, str, str], tuple[Tolerance, str]] = {}
 
+# (engine, network) -> (rtol_update, reason) for the training step.
+TRAIN_EXCEPTIONS: dict[tuple[str, str], tuple[float, str]] = {
+    ("tensorflow", "alexnet-s"): (
+        2.5e-3,
+        "measured 1.81e-3 on conv1.weight (oneDNN on, TensorFlow's default; 1.65e-3 with "
+        "TF_ENABLE_ONEDNN_OPTS=0, and then conv2.weight needs 7.0e-3): TensorFlow's CPU "
+        "Conv2DBackpropFilter sums the 11x11/stride-4 conv1 gradient over 2x55x55 positions in "
+        "float32 in its own order, and the sum cancels strongly; the forward pass and every other "
+        "layer meet the defaults, and a layout or gate bug gives errors of order 1"),
+}
+
+
+def train_update_rtol(engine: str, network: str) -> tuple[float, str]:
+    if (engine, network) in TRAIN_EXCEPTIONS:
+        return TRAIN_EXCEPTIONS[(engine, network)]
+    return TRAIN_UPDATE_RTOL, "default"
+
 
 def forward_tolerance(engine: str, network: str, mode: str = "forward",
                       rtol: float | None = None, atol: float | None = None) -> tuple[Tolerance, str]:
