@@ -45,12 +45,13 @@ EXCEPTIONS: dict[tuple[str, str, str], tuple[Tolerance, str]] = {}
 # (engine, network) -> (rtol_update, reason) for the training step.
 TRAIN_EXCEPTIONS: dict[tuple[str, str], tuple[float, str]] = {
     ("tensorflow", "alexnet-s"): (
-        2.5e-3,
-        "measured 1.81e-3 on conv1.weight (oneDNN on, TensorFlow's default; 1.65e-3 with "
-        "TF_ENABLE_ONEDNN_OPTS=0, and then conv2.weight needs 7.0e-3): TensorFlow's CPU "
-        "Conv2DBackpropFilter sums the 11x11/stride-4 conv1 gradient over 2x55x55 positions in "
-        "float32 in its own order, and the sum cancels strongly; the forward pass and every other "
-        "layer meet the defaults, and a layout or gate bug gives errors of order 1"),
+        1e-2,
+        "measured on this CPU (2 steps, oneDNN on, TensorFlow's default): conv1.weight 1.8e-3, "
+        "conv2.weight 7.0e-3 of the layer's largest update; one step: conv2.weight 2.6e-3, where "
+        "MXNet's error on the same case is 8e-6 and PyTorch's and Caffe's are under 1e-3. "
+        "TensorFlow's CPU convolution weight gradients (5x5 conv2 over 2x27x27 positions) are "
+        "that much less precise in float32, with oneDNN off as well (conv2 7.0e-3); its forward "
+        "pass meets the default, and a layout or gate bug gives errors of order 1"),
 }
 
 
