@@ -97,6 +97,15 @@ def input_(ctx, layer):
     lp.input_param.shape.add().dim.extend(shape)
 
 
+def _weight_and_bias(ctx, layer, bias_term: bool) -> None:
+    """Blobs [weight, bias]: the spec's layouts are Caffe's for both layer types."""
+    arrays, keys = [ctx.w(layer, "weight")], [(f"{layer.name}.weight", "identity")]
+    if bias_term:
+        arrays.append(ctx.w(layer, "bias"))
+        keys.append((f"{layer.name}.bias", "identity"))
+    ctx.blobs(layer.name, arrays, keys)
+
+
 @CONVERTERS.register("InnerProduct")
 def inner_product(ctx, layer):
     p = layer.p
@@ -104,11 +113,7 @@ def inner_product(ctx, layer):
     lp.inner_product_param.num_output = int(p.num_output)
     lp.inner_product_param.bias_term = p.bias_term
     lp.inner_product_param.axis = len(layer.in_shapes[0]) - 1
-    arrays, keys = [ctx.w(layer, "weight")], [(f"{layer.name}.weight", "identity")]
-    if p.bias_term:
-        arrays.append(ctx.w(layer, "bias"))
-        keys.append((f"{layer.name}.bias", "identity"))
-    ctx.blobs(layer.name, arrays, keys)
+    _weight_and_bias(ctx, layer, p.bias_term)
 
 
 @CONVERTERS.register("Convolution")
@@ -121,11 +126,7 @@ def convolution(ctx, layer):
     cp.stride.append(int(p.stride))
     cp.pad.append(int(p.pad))
     cp.dilation.append(int(p.dilation))
-    arrays, keys = [ctx.w(layer, "weight")], [(f"{layer.name}.weight", "identity")]
-    if p.bias_term:
-        arrays.append(ctx.w(layer, "bias"))
-        keys.append((f"{layer.name}.bias", "identity"))
-    ctx.blobs(layer.name, arrays, keys)
+    _weight_and_bias(ctx, layer, p.bias_term)
 
 
 @CONVERTERS.register("Pooling")
