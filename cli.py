@@ -189,9 +189,15 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
                 "first bad layer", "reason"):
         t.add_column(col, overflow="fold")
 
+    def why(c):
+        """The failure's reason, or for a pass a tolerance other than the default."""
+        if c.status != "pass":
+            return c.reason
+        return "" if c.tolerance_source == "default" else f"tolerance: {c.tolerance_source}"
+
     def progress(c):
         err.print(f"{c.status:7} {c.network} {c.engine} {c.mode} "
-                  f"({c.seconds:.1f}s)" + (f": {c.reason}" if c.reason and c.status != "pass" else ""),
+                  f"({c.seconds:.1f}s)" + (f": {why(c)}" if why(c) else ""),
                   highlight=False, markup=False)
 
     results = verifier.verify(specs or None, engine_names, mode, batch, atol, rtol, seed, device,
@@ -201,7 +207,7 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
         t.add_row(c.network, c.engine, c.mode, f"[{style}]{c.status}[/{style}]",
                   f"{c.max_abs_err:.2e}" if c.max_abs_err is not None else "-",
                   f"{c.max_rel_err:.2e}" if c.max_rel_err is not None else "-",
-                  c.first_bad_layer or "-", escape(c.reason) if c.status != "pass" else "")
+                  c.first_bad_layer or "-", escape(why(c)))
     out.print(t)
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "error", "skipped")}
     out.print(", ".join(f"{n} {s}" for s, n in counts.items()))

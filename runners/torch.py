@@ -4,6 +4,12 @@ device "cpu" or "gpuN" (-> cuda:N). TF32 is off (fp32 verification must be fp32)
 is the identity in verify's training step (its masks cannot be compared across engines)
 and active in bench. With options {"dtype": "float64"} (the verify training oracle) the
 model and inputs are float64.
+
+The oracle's conditioning probe (options {"round_float32": True, "jitter_seed": k}, float64
+models only, see zoo/verifier.py): every leaf module's output, and the gradient flowing back
+into it, is rounded to float32, and with k > 0 each float input is moved by a random
+~2^-24 relative amount: float64 arithmetic that makes float32's rounding decisions at layer
+boundaries, i.e. an idealised float32 engine.
 """
 
 from __future__ import annotations
@@ -46,13 +52,26 @@ class Runner(BaseRunner):
         self.model.load_state_dict(load_file(str(self.dir / "weights.safetensors")))
         self.dtype = torch.float64 if meta.get("dtype") == "float64" else torch.float32
         self.model.to(device=self.dev, dtype=self.dtype).eval()
+        if self.options.get("round_float32"):
+            if self.dtype != torch.float64:
+                raise ValueError("round_float32 is a probe of the float64 oracle")
+            _round_layer_outputs(torch, self.model)
+
+    def _jitter(self, name: str, t):
+        """The probe's input perturbation (see the module docstring); identity otherwise."""
+        seed = int(self.options.get("jitter_seed", 0))
+        if not seed or not t.is_floating_point():
+            return t
+        g = self.torch.Generator().manual_seed(seed * 1000 + sorted(self.meta["input_names"]).index(name))
+        noise = self.torch.randn(t.shape, generator=g, dtype=self.torch.float64).to(t.device)
+        return t * (1 + 2.0**-24 * noise)
 
     def _tensors(self, inputs: dict, names: list[str]) -> dict:
         out = {}
         for blob in names:
             a = inputs[blob]
             t = self.torch.from_numpy(np.ascontiguousarray(a)).to(self.dev)
-            out[self.meta["input_names"][blob]] = t if a.dtype.kind in "iu" else t.to(self.dtype)
+            out[self.meta["input_names"][blob]] = t if a.dtype.kind in "iu" else self._jitter(blob, t.to(self.dtype))
         return out
 
     def _data(self, inputs):
@@ -162,3 +181,21 @@ class Runner(BaseRunner):
 
     def versions(self):
         return {"torch": self.torch.__version__}
+
+
+def _round_layer_outputs(torch, model) -> None:
+    class RoundToFloat32(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.to(torch.float32).to(x.dtype)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g.to(torch.float32).to(g.dtype)
+
+    def hook(module, args, out):
+        return RoundToFloat32.apply(out) if torch.is_tensor(out) and out.is_floating_point() else out
+
+    for m in model.modules():
+        if m is not model and not any(True for _ in m.children()):
+            m.register_forward_hook(hook)
