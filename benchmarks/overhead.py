@@ -1,12 +1,20 @@
 """The harness's own overhead: zoo bench's per-iteration time against a minimal hand-written
 loop over the same native model, per engine, in one run, alternating.
 
-    .venv/bin/python benchmarks/overhead.py [--nets fcn-r,alexnet-r] [--batch N] [--rounds 2]
+    .venv/bin/python benchmarks/overhead.py [--nets fcn-r,alexnet-r] [--batch N] [--pairs 12]
 
-Both sides run in fresh child processes with the same thread settings, the same built model
-files and the same in-memory batch; ratio = zoo median / hand-loop median (target <= 1.05).
-Training for every engine that trains; ONNX Runtime (inference only) is timed on inference.
-Also times `zoo list` (target: well under a second, no engine imported).
+The ratio is measured paired: one fresh process (thread settings applied before the engine
+loads) holds both zoo's runner, loaded from a build as `zoo bench` loads it, and a minimal
+hand-written loop that loads the same native files by itself; it alternates one timed
+iteration of zoo's step (the function `zoo bench` times) with one of the hand loop's, and
+ratio = the median over pairs of zoo time / hand time (target <= 1.05), shown with the
+quartiles of the pair ratios. Pairing matters on a shared VM: here
+two processes running the same loop differ by up to 25% in their medians (memory placement,
+neighbours), which is more than the overhead to be measured; alternating iterations in one
+process cancels that. For context the table also shows the median `zoo bench` itself
+reports for the cell (its own process). Training for every engine that trains; ONNX Runtime
+(inference only) on inference. Also times `zoo list` (target: well under a second, no
+engine imported).
 """
 
 from __future__ import annotations
@@ -103,30 +111,44 @@ NET = zoo.from_text((ART / "spec.prototxt").read_text())
 os.chdir(ART)   # solver.prototxt names train_val.prototxt relative to the build folder
 '''
 
+# zoo's runner is loaded first: TensorFlow's thread settings must precede any op
+ZOO_SIDE = '''
+import importlib
+from zoo import engines
+RUNNER = importlib.import_module(engines.get(sys.argv[5]).runner_module).Runner(ART, "cpu", THREADS)
+RUNNER.load()
+ZOO_STEP = RUNNER.make_iteration(X, sys.argv[6])
+'''
+
 EPILOGUE = '''
-WARMUP, ITERS, MIN_TIME = [float(v) for v in sys.argv[3].split(",")]
-for _ in range(int(WARMUP)):
-    step()
-times = []; start = time.perf_counter()
-while len(times) < ITERS or time.perf_counter() - start < MIN_TIME:
-    t0 = time.perf_counter(); step(); times.append(time.perf_counter() - t0)
-print(json.dumps({"median_s": statistics.median(times), "iters": len(times)}))
+WARMUP, PAIRS = [int(v) for v in sys.argv[3].split(",")]
+for _ in range(WARMUP):
+    ZOO_STEP(); step()
+zoo_t, hand_t = [], []
+for i in range(PAIRS):
+    # alternate which side goes first, so neither always follows the other
+    for side in ((ZOO_STEP, zoo_t), (step, hand_t))[:: 1 if i % 2 == 0 else -1]:
+        t0 = time.perf_counter(); side[0](); side[1].append(time.perf_counter() - t0)
+print(json.dumps({"zoo": zoo_t, "hand": hand_t}))
 '''
 
 
-def hand_loop(engine: str, art: Path, inputs_file: Path, threads: int, warmup, iters, min_time) -> float:
+def paired(engine: str, mode: str, art: Path, inputs_file: Path, threads: int, warmup: int,
+           pairs: int) -> dict[str, list[float]]:
+    """Per-iteration times of zoo's step and the hand loop's, alternating in one process."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(PRELUDE + HAND_LOOPS[engine] + EPILOGUE)
+        f.write(PRELUDE + ZOO_SIDE + HAND_LOOPS[engine] + EPILOGUE)
         script = f.name
     env = {**os.environ, **child.thread_env(threads, "cpu")}
     try:
-        out = subprocess.run([sys.executable, script, str(art), str(inputs_file), f"{warmup},{iters},{min_time}",
-                              str(threads)], capture_output=True, text=True, env=env, check=True)
+        out = subprocess.run([sys.executable, script, str(art), str(inputs_file), f"{warmup},{pairs}",
+                              str(threads), engine, mode], capture_output=True, text=True, env=env,
+                             check=True)
     except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"hand loop {engine} failed: {e.stderr[-2000:]}") from None
+        raise RuntimeError(f"paired loop {engine} failed: {e.stderr[-2000:]}") from None
     finally:
         os.unlink(script)
-    return json.loads(out.stdout.strip().splitlines()[-1])["median_s"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -135,10 +157,8 @@ def main() -> None:
     ap.add_argument("--engines", default=",".join(e for e in HAND_LOOPS))
     ap.add_argument("--batch", type=int, default=None, help="default: the survey's CPU batch")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=12, help="alternated iterations per side")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--min-time", type=float, default=2.0)
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -150,12 +170,12 @@ def main() -> None:
     env = benchmark.environment()
     print(f"machine: {env['cpu']}, {env['cores']} cores; threads {args.threads}")
     print(f"zoo list: {list_s:.3f} s wall (process start included); engines imported: {probe.stdout.strip()}")
-    print(f"{'network':10} {'engine':11} {'mode':6} {'batch':>5} {'zoo ms':>9} {'hand ms':>9} {'ratio':>6}")
+    print(f"{'network':10} {'engine':11} {'mode':6} {'batch':>5} {'zoo bench':>9} "
+          f"{'zoo ms':>8} {'hand ms':>8} {'ratio':>6} {'q1-q3':>11}  (paired, same process)")
     for name in args.nets.split(","):
         net = zoo.load(name)
         batch = args.batch or net.train.batch_cpu
-        netb = net.with_batch(batch)
-        inputs = data.make(netb)
+        inputs = data.make(net.with_batch(batch))
         with tempfile.TemporaryDirectory() as tmp:
             inputs_file = Path(tmp) / "x.npz"
             np.savez(inputs_file, **inputs)
@@ -166,17 +186,17 @@ def main() -> None:
                     continue
                 mode = "train" if eng.train else "infer"
                 art = zoo.build(net, e)
-                zs, hs = [], []
-                for _ in range(args.rounds):     # alternate, so drift hits both sides alike
-                    r = benchmark.bench([net], [e], threads=[args.threads], batch=batch, mode=mode,
-                                        warmup=args.warmup, iters=args.iters, min_time=args.min_time)[0]
-                    if r["status"] != "ok":
-                        raise SystemExit(f"zoo bench {name} {e}: {r['reason']}")
-                    zs.append(r["median_s"])
-                    hs.append(hand_loop(e, art.path, inputs_file, args.threads, args.warmup, args.iters,
-                                        args.min_time))
-                z, h = statistics.median(zs), statistics.median(hs)
-                print(f"{name:10} {e:11} {mode:6} {batch:5d} {z * 1e3:9.2f} {h * 1e3:9.2f} {z / h:6.3f}", flush=True)
+                r = benchmark.bench([net], [e], threads=[args.threads], batch=batch, mode=mode,
+                                    warmup=args.warmup, iters=args.pairs // 2, min_time=0)[0]
+                if r["status"] != "ok":
+                    raise SystemExit(f"zoo bench {name} {e}: {r['reason']}")
+                t = paired(e, mode, art.path, inputs_file, args.threads, args.warmup, args.pairs)
+                z, h = statistics.median(t["zoo"]), statistics.median(t["hand"])
+                ratios = [a / b for a, b in zip(t["zoo"], t["hand"])]
+                q1, _, q3 = statistics.quantiles(ratios, n=4)
+                print(f"{name:10} {e:11} {mode:6} {batch:5d} {r['median_s'] * 1e3:9.1f} "
+                      f"{z * 1e3:8.1f} {h * 1e3:8.1f} {statistics.median(ratios):6.3f} "
+                      f"{q1:5.3f}-{q3:5.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -250,6 +250,30 @@ class Net:
     def flops(self) -> int:
         return sum(l.flops for l in self.deploy_layers)
 
+    def structure(self) -> tuple[str, dict[str, str]]:
+        """The inference network up to names, as text: layers renamed by position (l0, l1, ...),
+        blobs after their producer, fields at their default value and then empty messages
+        dropped. Also returns {layer name: positional name}. Two specs with the same
+        structure, and the same weights under that renaming, are the same network: zoo builds
+        the same native models from them (the import round trips rely on this)."""
+        keep = {l.name for l in self.deploy_layers}
+        proto = spec_pb2.NetSpec()
+        rename, blob = {}, {}
+        for lp in self.proto.layer:
+            if lp.name not in keep:
+                continue
+            new = proto.layer.add()
+            new.CopyFrom(lp)
+            rename[lp.name] = new.name = f"l{len(proto.layer) - 1}"
+            tops = list(lp.top) or [lp.name]
+            del new.bottom[:], new.top[:]
+            new.bottom.extend(blob[b] for b in lp.bottom)
+            for i, t in enumerate(tops):
+                blob[t] = f"{new.name}:{i}"
+            new.top.extend(blob[t] for t in tops)
+        _drop_defaults(proto)
+        return S.to_prototxt(proto), rename
+
     def with_batch(self, batch: int) -> "Net":
         """The same network with every input's batch size replaced."""
         if batch <= 0:
@@ -278,6 +302,20 @@ class Net:
 
     def __repr__(self) -> str:
         return f"<Net {self.name}: {len(self.layers)} layers, {self.params:,} params>"
+
+
+def _drop_defaults(msg) -> None:
+    for fd, value in list(msg.ListFields()):
+        if fd.message_type is None:
+            if not fd.is_repeated and value == fd.default_value:
+                msg.ClearField(fd.name)
+        elif fd.is_repeated:
+            for m in value:
+                _drop_defaults(m)
+        else:
+            _drop_defaults(value)
+            if not value.ListFields():
+                msg.ClearField(fd.name)
 
 
 def load(name_or_path: str | Path) -> Net:

@@ -7,6 +7,14 @@ blobs named after the layer; BatchNorm + Scale become one BatchNorm; an InnerPro
 average divisor counts padding (PADDED). `Python` layers are refused (they import and run
 code). Data layers carry no shapes: give a deploy prototxt (Input layer or `input_dim`).
 Without a .caffemodel the weights are made from a seed.
+
+Sequences: Caffe's LSTM is time-major (blobs (T, N, ...)) with a second input `cont` that
+is 0 where a sequence starts and 1 where it goes on; zoo's are batch-first from a zero
+state. A network with an LSTM is therefore imported as time-major throughout: its rank-2
+and rank-3 inputs become (N, T, ...), axes 0 and 1 swap in Concat/Softmax, and the `cont`
+input is dropped, which means taking each column as one sequence from t = 0 (cont = 0 at
+t = 0 and 1 after, as zoo's own Caffe files feed it); a net whose `cont` is computed
+inside it is refused. LSTM blobs W_xc, b_c, W_hc have gates i, f, o, g (zoo: i, f, g, o).
 """
 
 from __future__ import annotations
@@ -98,9 +106,11 @@ def import_caffe(prototxt: str | Path, out: str | Path, weights: str | Path | No
     net = _read_net(prototxt)
     blobs = _read_weights(Path(weights)) if weights else None
     b = SpecBuilder(net.name or prototxt.stem)
-    m = _Mapper(b, blobs)
+    layers = _layers(net)
+    lstms = [lp for _, type_, _, _, lp in layers if type_ == "LSTM"]
+    m = _Mapper(b, blobs, time_major=bool(lstms), conts={lp.bottom[1] for lp in lstms if len(lp.bottom) > 1})
     m.inputs(net)
-    m.run(_layers(net))
+    m.run(layers)
     b.refuse_if_unsupported(str(prototxt))
     if blobs is None:    # no .caffemodel: seeded weights for the imported spec
         spec_net = N.Net(b.spec)
@@ -108,9 +118,13 @@ def import_caffe(prototxt: str | Path, out: str | Path, weights: str | Path | No
     return write(b, Path(out), lambda spec: N.Net(spec))
 
 
+CONT = object()      # stands for an LSTM `cont` input (dropped, see the module docstring)
+
+
 class _Mapper:
-    def __init__(self, b: SpecBuilder, blobs):
+    def __init__(self, b: SpecBuilder, blobs, time_major: bool = False, conts: set[str] = frozenset()):
         self.b, self.blobs = b, blobs
+        self.time_major, self.conts = time_major, conts
         self.cur: dict[str, str] = {}      # Caffe blob name -> current spec blob
         self.rank: dict[str, int] = {}     # spec blob -> rank (for InnerProduct/Flatten)
         self.bn_pending: dict[str, str] = {}   # spec blob of a BatchNorm without Scale yet -> layer
@@ -129,6 +143,11 @@ class _Mapper:
             self._input(name, shape)
 
     def _input(self, name: str, shape: list[int]):
+        if name in self.conts:
+            self.cur[name] = CONT
+            return
+        if self.time_major and len(shape) in (2, 3):
+            shape = [shape[1], shape[0]] + shape[2:]      # (T, N, ...) -> (N, T, ...)
         spec_name = self.b.unique(name)
         self.b.layer(spec_name, "Input", [], input_param={"shape": [int(d) for d in shape]})
         self.cur[name] = spec_name
@@ -162,6 +181,9 @@ class _Mapper:
                 xs = [self.cur[b_] for b_ in bottoms]
             except KeyError as e:
                 self.b.problems.append(f"layer {name!r}: bottom {e.args[0]!r} is not produced")
+                continue
+            if type_ != "LSTM" and CONT in xs:
+                self.b.problems.append(f"layer {name!r}: uses an LSTM's `cont` input, which zoo drops")
                 continue
             try:
                 fn(name, xs, tops, lp)
@@ -202,9 +224,15 @@ class _Mapper:
         x = xs[0]
         if p.transpose:
             raise _Skip("transpose: true")
-        if self.rank.get(x, 2) > 2 and p.axis == 1:    # Caffe flattens (c, h, w) itself
+        rank = self.rank.get(x, 2)
+        if rank > 2 and p.axis == 1:    # Caffe flattens (c, h, w) itself
             x = self._out(f"{name}_flatten", "Flatten", [x], [f"{name}__flat"], 2, flatten_param={"axis": 1})
-        spec = self._out(name, "InnerProduct", [x], tops, 2, inner_product_param={
+        elif rank == 3 and p.axis == 2:
+            pass                        # per time step: zoo's InnerProduct is over the last axis
+        elif rank > 2:
+            raise _Skip(f"InnerProduct over axis {p.axis} of a rank-{rank} blob")
+        spec = self._out(name, "InnerProduct", [x], tops, 3 if rank == 3 and p.axis == 2 else 2,
+                         inner_product_param={
             "num_output": int(p.num_output), "bias_term": bool(p.bias_term)})
         ws = self.w(name, 2 if p.bias_term else 1)
         if ws:
@@ -224,8 +252,8 @@ class _Mapper:
             raise _Skip("non-square kernel")
         params = {"pool": int(p.pool), "kernel_size": int(k), "stride": int(p.stride or p.stride_h or 1),
                   "pad": int(p.pad or p.pad_h), "round_mode": 2 if p.ceil_mode else 1}
-        if p.pool == 1:
-            params["avg_divisor"] = 1     # Caffe counts the padding
+        if p.pool == 1 and (params["pad"] > 0 or p.ceil_mode):
+            params["avg_divisor"] = 1     # Caffe counts the padding (only then does it matter)
         self._out(name, "Pooling", xs, tops, 4, pooling_param=params)
 
     def op_ReLU(self, name, xs, tops, lp):
@@ -250,8 +278,15 @@ class _Mapper:
         self._out(name, "Dropout", xs, tops, self.rank.get(xs[0], 2),
                   dropout_param={"dropout_ratio": float(lp.dropout_param.dropout_ratio)})
 
+    def _axis(self, x: str, axis: int) -> int:
+        """A Caffe axis in zoo's batch-first order (axes 0 and 1 swap in time-major nets)."""
+        rank = self.rank.get(x, 4)
+        axis = axis % rank
+        return (1 - axis) if self.time_major and rank in (2, 3) and axis < 2 else axis
+
     def op_Softmax(self, name, xs, tops, lp):
-        self._out(name, "Softmax", xs, tops, self.rank.get(xs[0], 2), softmax_param={"axis": int(lp.softmax_param.axis)})
+        self._out(name, "Softmax", xs, tops, self.rank.get(xs[0], 2),
+                  softmax_param={"axis": self._axis(xs[0], int(lp.softmax_param.axis))})
 
     def op_Flatten(self, name, xs, tops, lp):
         if lp.flatten_param.end_axis != -1:
@@ -268,7 +303,8 @@ class _Mapper:
     def op_Concat(self, name, xs, tops, lp):
         p = lp.concat_param
         axis = p.axis if p.HasField("axis") or not p.HasField("concat_dim") else p.concat_dim
-        self._out(name, "Concat", xs, tops, self.rank.get(xs[0], 4), concat_param={"axis": int(axis)})
+        self._out(name, "Concat", xs, tops, self.rank.get(xs[0], 4),
+                  concat_param={"axis": self._axis(xs[0], int(axis))})
 
     def op_Eltwise(self, name, xs, tops, lp):
         p = lp.eltwise_param
@@ -313,11 +349,30 @@ class _Mapper:
         p = lp.embed_param
         if p.bias_term:
             raise _Skip("Embed with a bias")
+        producer = next(l for l in self.b.spec.layer if l.top[0] == xs[0])
+        if producer.type == "Input":
+            producer.input_param.dtype = producer.input_param.INT64     # token ids
         spec = self._out(name, "Embedding", xs, tops, 3, embedding_param={
             "input_dim": int(p.input_dim), "num_output": int(p.num_output)})
         ws = self.w(name, 1)
         if ws:
             self.b.weight(spec, "weight", ws[0])
+
+    def op_LSTM(self, name, xs, tops, lp):
+        from ..converters.caffe import lstm_gates_from_caffe
+        p = lp.recurrent_param
+        if len(xs) != 2 or xs[1] is not CONT:
+            raise _Skip("LSTM without a `cont` network input (or with a static input)")
+        if p.expose_hidden:
+            raise _Skip("LSTM with expose_hidden (carried state)")
+        if self.rank.get(xs[0]) != 3:
+            raise _Skip("LSTM input is not (T, N, C)")
+        spec = self._out(name, "LSTM", xs[:1], tops, 3, lstm_param={"num_output": int(p.num_output)})
+        ws = self.w(name, 3)
+        if ws:      # W_xc (4H, C), b_c (4H), W_hc (4H, H)
+            self.b.weight(spec, "weight_ih", lstm_gates_from_caffe(ws[0]))
+            self.b.weight(spec, "bias", lstm_gates_from_caffe(ws[1].reshape(-1)))
+            self.b.weight(spec, "weight_hh", lstm_gates_from_caffe(ws[2]))
 
     def op_SoftmaxWithLoss(self, name, xs, tops, lp):
         self._out(name, "SoftmaxWithLoss", xs, tops, 0)

@@ -261,6 +261,11 @@ class _Mapper:
             shape[0] = 0      # keep the batch axis
         if shape and shape[0] != 0:
             raise _Skip(f"Reshape to {shape} changes the batch axis")
+        rest = int(np.prod(in_shape[1:])) if len(in_shape) > 2 and None not in in_shape else None
+        if len(in_shape) > 2 and shape[1:] in ([-1], [rest]):
+            # torch.flatten(x, 1) and x.view(N, -1) export as Reshape: it is a Flatten
+            self.out(node, "Flatten", [self.x(node.input[0])], flatten_param={"axis": 1})
+            return
         self.out(node, "Reshape", [self.x(node.input[0])], reshape_param={"shape": shape})
 
     def op_Concat(self, node, a):
@@ -402,7 +407,7 @@ class _Mapper:
             ceil = True
         params = {"pool": pool, "kernel_size": int(k[0]), "stride": int(s[0]), "pad": int(pad),
                   "round_mode": 2 if ceil else 1}
-        if pool == 1:
+        if pool == 1 and (pad > 0 or ceil):     # otherwise every window is whole: no divisor rule
             params["avg_divisor"] = 1 if a.get("count_include_pad", 0) else 2
         self.out(node, "Pooling", [self.x(node.input[0])], pooling_param=params)
 
