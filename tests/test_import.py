@@ -50,9 +50,10 @@ def assert_same_network(original: str, imported_spec) -> None:
             assert np.array_equal(v, wb[f"{back[ra[layer]]}.{field}"]), k
         return
     results = verifier.verify([str(imported_spec)], None, mode="forward")
-    bad = [f"{r.engine}: {r.status} {r.reason}" for r in results
-           if r.status != "pass" and not r.reason.startswith("not installed")]
+    bad = [f"{r.engine}: {r.status} {r.reason}" for r in results if r.status != "pass"
+           and not r.reason.startswith(("not installed", "unsupported"))]   # skips say why
     assert not bad, bad
+    assert any(r.status == "pass" for r in results)
 
 
 @pytest.mark.parametrize("name", S.zoo_names())

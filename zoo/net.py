@@ -251,9 +251,9 @@ class Net:
         return sum(l.flops for l in self.deploy_layers)
 
     def structure(self) -> tuple[str, dict[str, str]]:
-        """The inference network up to names, as text: layers renamed by position (l0, l1, ...),
-        blobs after their producer, fields at their default value and then empty messages
-        dropped. Also returns {layer name: positional name}. Two specs with the same
+        """The inference network up to names and batch size, as text: layers renamed by
+        position (l0, l1, ...), blobs after their producer, inputs' batch axis written as 0,
+        fields at their default value and then empty messages dropped. Also returns {layer name: positional name}. Two specs with the same
         structure, and the same weights under that renaming, are the same network: zoo builds
         the same native models from them (the import round trips rely on this)."""
         keep = {l.name for l in self.deploy_layers}
@@ -271,6 +271,8 @@ class Net:
             for i, t in enumerate(tops):
                 blob[t] = f"{new.name}:{i}"
             new.top.extend(blob[t] for t in tops)
+            if new.type == "Input" and len(new.input_param.shape):
+                new.input_param.shape[0] = 0
         _drop_defaults(proto)
         return S.to_prototxt(proto), rename
 
