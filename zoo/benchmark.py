@@ -136,7 +136,18 @@ def plot(rows: list[dict], path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
     from pathlib import Path
+
+    import math
+
+    def minor(v, _):      # label 2, 3 and 5 of each decade, plainly (not 3x10^-1)
+        return f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 3, 5) else ""
+
+    def log_y(ax):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
@@ -159,7 +170,7 @@ def plot(rows: list[dict], path) -> list[str]:
         ax.set_xticks(tcounts)
         ax.set_xlabel("threads (0: engine default)" if 0 in tcounts else "threads")
         ax.set_ylabel("time per mini-batch (s)")
-        ax.set_yscale("log")
+        log_y(ax)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
@@ -184,7 +195,7 @@ def plot(rows: list[dict], path) -> list[str]:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(panels))])
     ax.set_xticklabels([f"{n}\n{m}" for n, m in panels], fontsize=8)
     ax.set_ylabel("time per mini-batch (s)")
-    ax.set_yscale("log")
+    log_y(ax)
     ax.set_title(f"engines on {dev} (most threads measured)")
     ax.legend(fontsize=8)
     fig.tight_layout()
