@@ -215,7 +215,9 @@ def _layer_scales(p: Problem, oracle: dict) -> dict[str, float]:
 
 
 def _update_diffs(p: Problem, got: dict, oracle: dict, rtol_update: float, steps: int) -> list:
-    scale = _layer_scales(p, oracle)
+    if "scales" not in oracle:               # once per network: every engine and probe uses it
+        oracle["scales"] = _layer_scales(p, oracle)
+    scale = oracle["scales"]
     diffs = []
     for key, ws in p.net.weight_specs().items():
         if ws.kind != "param":
