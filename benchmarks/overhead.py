@@ -140,15 +140,19 @@ def paired(engine: str, mode: str, art: Path, inputs_file: Path, threads: int, w
         f.write(PRELUDE + ZOO_SIDE + HAND_LOOPS[engine] + EPILOGUE)
         script = f.name
     env = {**os.environ, **child.thread_env(threads, "cpu")}
+    proc = subprocess.Popen([sys.executable, script, str(art), str(inputs_file), f"{warmup},{pairs}",
+                             str(threads), engine, mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
     try:
-        out = subprocess.run([sys.executable, script, str(art), str(inputs_file), f"{warmup},{pairs}",
-                              str(threads), engine, mode], capture_output=True, text=True, env=env,
-                             check=True)
-    except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"paired loop {engine} failed: {e.stderr[-2000:]}") from None
+        out, err = proc.communicate()
     finally:
+        if proc.poll() is None:      # interrupted: no orphan may keep timing in the background
+            proc.kill()
+            proc.wait()
         os.unlink(script)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    if proc.returncode != 0:
+        raise RuntimeError(f"paired loop {engine} failed: {err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
