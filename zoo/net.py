@@ -253,9 +253,10 @@ class Net:
     def structure(self) -> tuple[str, dict[str, str]]:
         """The inference network up to names and batch size, as text: layers renamed by
         position (l0, l1, ...), blobs after their producer, inputs' batch axis written as 0,
-        fields at their default value and then empty messages dropped. Also returns {layer name: positional name}. Two specs with the same
-        structure, and the same weights under that renaming, are the same network: zoo builds
-        the same native models from them (the import round trips rely on this)."""
+        fields at their default value and then empty messages dropped. Also returns
+        {layer name: positional name}. Two specs with the same structure, and the same weights
+        under that renaming, are the same network: zoo builds native models from them that
+        differ only in names (the import round trips rely on this)."""
         keep = {l.name for l in self.deploy_layers}
         proto = spec_pb2.NetSpec()
         rename, blob = {}, {}
