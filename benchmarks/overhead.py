@@ -139,7 +139,7 @@ def paired(engine: str, mode: str, art: Path, inputs_file: Path, threads: int, w
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(PRELUDE + ZOO_SIDE + HAND_LOOPS[engine] + EPILOGUE)
         script = f.name
-    env = {**os.environ, **child.thread_env(threads, "cpu")}
+    env = {**os.environ, **engines.get(engine).environment(threads, "cpu")}
     proc = subprocess.Popen([sys.executable, script, str(art), str(inputs_file), f"{warmup},{pairs}",
                              str(threads), engine, mode], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)

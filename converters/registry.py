@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from zoo.errors import ZooError
+from zoo.errors import Unsupported
 
-
-class Unsupported(ZooError):
-    """The engine cannot express this layer type (reported as `unsupported`, not a failure)."""
+__all__ = ["Registry", "Unsupported"]
 
 
 class Registry:

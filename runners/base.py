@@ -22,9 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class ManifestError(Exception):
-    pass
+from zoo.errors import ManifestError  # noqa: F401  (re-exported: builds read manifests too)
 
 
 def read_manifest(artifact: Path) -> dict:

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import require_engine
-from zoo import child, verifier
+from zoo import child, engines, verifier
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_child_result_carries_stderr_tail():
 
 
 def test_thread_variables_reach_the_child_before_import():
-    env = child.thread_env(3, "cpu")
+    env = engines.get("tensorflow").environment(3, "cpu")
     assert env["OMP_NUM_THREADS"] == "3" and env["CUDA_VISIBLE_DEVICES"] == ""
     assert os.environ.get("ZOO_FAULT") is None
 

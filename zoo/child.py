@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import engines
+
 DEFAULT_TIMEOUT = 900.0
 STDERR_TAIL = 15
 
@@ -39,24 +41,6 @@ class ChildResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-def thread_env(threads: int | None, device: str) -> dict[str, str]:
-    """Variables every engine reads at load time: OpenMP/BLAS pools, MXNet's workers,
-    TensorFlow's pools, and which GPUs exist (none for cpu runs)."""
-    env = {}
-    if threads:
-        t = str(threads)
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "MXNET_CPU_WORKER_NTHREADS", "TF_NUM_INTRAOP_THREADS"):
-            env[var] = t
-        env["TF_NUM_INTEROP_THREADS"] = "1"
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env["GLOG_minloglevel"] = "2"     # Caffe's INFO/WARNING lines
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def describe_exit(code: int) -> str:
@@ -81,7 +65,7 @@ def run(engine: str, action: str, job: dict, arrays: dict[str, np.ndarray] | Non
                                                    "threads": threads, "device": device}))
         if arrays:
             np.savez(work / "inputs.npz", **arrays)
-        env = {**os.environ, **thread_env(threads, device)}
+        env = {**os.environ, **engines.get(engine).environment(threads, device)}
         t0 = time.perf_counter()
         with open(work / "stderr.txt", "wb") as err, open(work / "stdout.txt", "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "zoo.runners.child", str(work)],

@@ -25,6 +25,9 @@ class Engine:
     train: bool                 # has a training step (else forward only, said in verify)
     note: str = ""
     converter: str = ""         # converter module name, when shared with another engine
+    thread_vars: tuple[str, ...] = ()          # the engine's own thread-count variables
+    single_thread_vars: tuple[str, ...] = ()   # pools zoo pins to one thread
+    quiet_env: tuple[tuple[str, str], ...] = ()   # log-level variables
 
     @property
     def converter_name(self) -> str:
@@ -65,6 +68,21 @@ class Engine:
     def version(self) -> str:
         return ", ".join(f"{k} {v}" for k, v in self.versions().items()) or "-"
 
+    def environment(self, threads: int | None, device: str) -> dict[str, str]:
+        """Variables set in this engine's child before it starts (so they are in force before
+        the engine is imported): its thread pools, which GPUs exist (none for cpu runs), and
+        its log levels."""
+        env = {"PYTHONUNBUFFERED": "1"}
+        if threads:
+            t = str(threads)
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS") + self.thread_vars:
+                env[var] = t
+            env.update({v: "1" for v in self.single_thread_vars})
+        if device == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        env.update(dict(self.quiet_env))
+        return env
+
     def supported_types(self) -> list[str]:
         """Layer types the converter handles (from its registry; imports no engine)."""
         return sorted(importlib.import_module(self.converter_module).CONVERTERS.types())
@@ -75,10 +93,12 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
            note="ONNX Runtime runs inference only: verified forward, not trained"),
     Engine("torch", ("torch",), ("torch",), "torch", train=True),
     Engine("tensorflow", ("tensorflow-cpu", "tensorflow", "keras"), ("tensorflow", "keras"),
-           "tensorflow", train=True),
-    Engine("mxnet", ("mxnet",), ("mxnet",), "mxnet", train=True),
+           "tensorflow", train=True, thread_vars=("TF_NUM_INTRAOP_THREADS",),
+           single_thread_vars=("TF_NUM_INTEROP_THREADS",), quiet_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
+    Engine("mxnet", ("mxnet",), ("mxnet",), "mxnet", train=True,
+           thread_vars=("MXNET_CPU_WORKER_NTHREADS",)),
     # real BVLC Caffe, built by scripts/build_caffe.sh (no wheel exists)
-    Engine("caffe", (), ("caffe",), "caffe", train=True,
+    Engine("caffe", (), ("caffe",), "caffe", train=True, quiet_env=(("GLOG_minloglevel", "2"),),
            note="pycaffe: BVLC Caffe built from brocolli-caffe 9.0.2 by scripts/build_caffe.sh"),
     # the same Caffe files, read by OpenCV's DNN module: a second, independent reader
     Engine("caffe-opencv", ("opencv-python-headless",), ("cv2",), "caffe", train=False,

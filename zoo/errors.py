@@ -36,8 +36,23 @@ class SpecError(ZooError):
         return f"{where}: {who}{self.message}"
 
 
+class UsageError(ZooError):
+    """A command-line option or API argument that makes no sense (e.g. ``--atol -1``). Exit 2."""
+
+    exit_code = 2
+
+
 class EngineUnavailable(ZooError):
     """An engine (or a device of it) is not installed or not present."""
+
+
+class Unsupported(ZooError):
+    """The engine cannot express this layer type or option (reported as `unsupported`, not a
+    failure)."""
+
+
+class ManifestError(ZooError):
+    """A build folder is not a finished zoo build, or its files do not match its manifest."""
 
 
 class ImportRefused(ZooError):
