@@ -1,8 +1,9 @@
 """The `zoo` command: a thin layer over zoo's Python API (zoo/api.py and friends).
 
-Installed as the module zoo.cli (zoo/cli.py links here). Every subcommand parses its
-arguments, calls one API function and renders the result with rich. Errors the user can fix
-(ZooError) print one line and exit with their code (2 for invalid input); no traceback.
+Installed as the module zoo.cli (pyproject.toml). Every subcommand parses its arguments,
+calls one API function and renders the result with rich. Exit status: 0 success; 1 a check
+failed (a case failed or errored); 2 a usage error or bad input (unknown engine, mode, device
+or format, a meaningless number, an invalid spec), with one line and no traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 import zoo
-from zoo.errors import ZooError
+from zoo import options
+from zoo.errors import UsageError, ZooError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="zoo: one network spec, every engine, verified and benchmarked.")
@@ -67,6 +69,7 @@ def show(spec: str = typer.Argument(..., help="zoo NAME or spec FILE"),
          batch: int = typer.Option(1, help="batch size for the shapes and FLOPs"),
          as_json: bool = typer.Option(False, "--json")):
     """Per layer: type, output shape, parameters and FLOPs, with totals."""
+    options.positive_int("--batch", batch)
     info = zoo.show(spec, batch)
     if as_json:
         _emit_json(info)
@@ -105,6 +108,7 @@ def convert(spec: str = typer.Argument(..., help="spec FILE or zoo NAME"),
             to: str = typer.Option(..., "--to", help="json or prototxt"),
             out_file: Optional[Path] = typer.Option(None, "--out", help="write here, not stdout")):
     """Convert a spec between prototxt and JSON (validated first; lossless)."""
+    options.mode(to, ("json", "prototxt"), "--to")
     text = zoo.convert(spec, to)
     if out_file:
         out_file.write_text(text)
@@ -157,11 +161,27 @@ def build(spec: str = typer.Argument(..., help="zoo NAME or spec FILE"),
           force: bool = typer.Option(False, "--force", help="rebuild even if cached"),
           opset: Optional[int] = typer.Option(None, help="ONNX opset (onnx engine)")):
     """Write the native model files of one engine, with weights and manifest.json."""
-    options = {"opset": opset} if opset else None
-    b = zoo.build(spec, engine, out=out_dir, seed=seed, force=force, options=options)
+    _one_engine(engine)
+    options.positive_int("--opset", opset)
+    b = zoo.build(spec, engine, out=out_dir, seed=seed, force=force,
+                  options={"opset": opset} if opset else None)
     out.print(f"{'reused' if b.reused else 'built'} {b.manifest['network']} for {engine}: {b.path}")
     for f in b.manifest["files"]:
         out.print(f"  {f}")
+
+
+def _one_engine(name: str) -> str:
+    names = options.engine_names(name)
+    if len(names) != 1:
+        raise UsageError(f"--engine takes one engine, not {name!r}")
+    return names[0]
+
+
+def _say_whole_zoo(doing: str, cases_per_network: int) -> None:
+    """No names means every network: say so, and how much, before a long run starts."""
+    n = len(zoo.spec.zoo_names())
+    err.print(f"{doing} the whole zoo: {n} networks, {n * cases_per_network} cases "
+              "(name networks to run fewer)", highlight=False)
 
 
 STATUS_STYLE = {"pass": "green", "fail": "red", "error": "red", "skipped": "yellow"}
@@ -176,14 +196,22 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
            atol: Optional[float] = typer.Option(None, help="override the forward atol"),
            rtol: Optional[float] = typer.Option(None, help="override the forward rtol"),
            seed: int = typer.Option(0),
-           device: str = typer.Option("cpu", help="cpu or gpuN"),
+           device: str = typer.Option("cpu", help="cpu, gpu or gpuN"),
            threads: Optional[int] = typer.Option(None),
            timeout: float = typer.Option(900.0, help="seconds per engine run")):
     """Do the engines agree with the float64 reference? Exit 0 only if every case passed."""
     from zoo import verifier
-    if mode not in ("forward", "train", "both"):
-        raise ZooError(f"--mode must be forward, train or both, not {mode!r}")
-    engine_names = [e.strip() for e in engines_.split(",")] if engines_ else None
+    # refused here too (the API refuses them as well), before any engine starts
+    options.mode(mode, ("forward", "train", "both"), "--mode")
+    engine_names = options.engine_names(engines_) if engines_ else None
+    device = options.device(device, "--device")
+    options.positive_int("--batch", batch)
+    options.positive_int("--threads", threads)
+    options.tolerance("--atol", atol)
+    options.tolerance("--rtol", rtol)
+    options.timeout(timeout, "--timeout")
+    if not specs:
+        _say_whole_zoo("verifying", len(options.engine_names(engine_names)) * (2 if mode == "both" else 1))
     t = Table(title="zoo verify")
     for col in ("network", "engine", "mode", "status", "max abs err", "max rel err",
                 "first bad layer", "reason"):
@@ -219,7 +247,7 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
 @app.command()
 def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs (default: all)"),
           engines_: Optional[str] = typer.Option(None, "--engines", help="comma list (default: all)"),
-          device: str = typer.Option("cpu", help="cpu or gpuN"),
+          device: str = typer.Option("cpu", help="cpu, gpu or gpuN"),
           threads: Optional[str] = typer.Option(None, help="comma list of thread counts, e.g. 1,2,4"),
           batch: Optional[int] = typer.Option(None, help="default: the survey's batch per network and device"),
           mode: str = typer.Option("train", help="train, infer or both"),
@@ -235,14 +263,22 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
     from rich.progress import Progress
 
     from zoo import benchmark
-    if mode not in ("train", "infer", "both"):
-        raise ZooError(f"--mode must be train, infer or both, not {mode!r}")
-    tlist = [int(t) for t in threads.split(",")] if threads else [None]
+    # refused here too (the API refuses them as well), before any engine starts
+    options.mode(mode, ("train", "infer", "both"), "--mode")
+    engine_names = options.engine_names(engines_) if engines_ else None
+    device = options.device(device, "--device")
+    tlist = options.positive_ints("--threads", threads) if threads else [None]
+    options.positive_int("--batch", batch)
+    options.non_negative_int("--warmup", warmup)
+    options.positive_int("--iters", iters)
+    options.tolerance("--min-time", min_time)
+    options.timeout(timeout, "--timeout")
     names = specs or None
-    engine_names = [e.strip() for e in engines_.split(",")] if engines_ else None
-    n_engines = len(engine_names) if engine_names else len(__import__("zoo.engines").engines.ENGINES)
+    n_engines = len(options.engine_names(engine_names))
     n_nets = len(names) if names else len(zoo.spec.zoo_names())
     total = n_nets * n_engines * len(tlist) * (2 if mode == "both" else 1)
+    if not names:
+        _say_whole_zoo("benchmarking", n_engines * len(tlist) * (2 if mode == "both" else 1))
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("zoo bench", total=total)
 
@@ -293,6 +329,7 @@ def import_(model: Path = typer.Argument(..., help="an .onnx file or a Caffe .pr
             batch: int = typer.Option(1, help="batch size for a symbolic ONNX batch axis")):
     """Bring an existing ONNX or Caffe model into the zoo: a spec + weights in OUT."""
     from zoo.importers import import_model
+    options.positive_int("--batch", batch)
     spec = import_model(model, out_dir, weights, batch)
     net = zoo.load(spec)
     out.print(f"imported {net.name}: {len(net.layers)} layers, {net.params:,} parameters -> {spec}")
@@ -300,8 +337,14 @@ def import_(model: Path = typer.Argument(..., help="an .onnx file or a Caffe .pr
 
 
 def main() -> None:
+    from zoo.isolation import Terminated, signals_end_children
     try:
-        app()   # standalone: usage errors print their message and exit 2
+        with signals_end_children():   # a stopped zoo leaves no engine process behind
+            app()   # standalone: typer's own usage errors print their message and exit 2
+    except Terminated as e:
+        print(f"zoo: stopped by {e.name}" + ("; engine processes killed" if e.killed else ""),
+              file=sys.stderr)
+        sys.exit(e.code)
     except ZooError as e:
         print(f"zoo: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import zoo
-from zoo import benchmark, child, data, engines
+from zoo import benchmark, data, engines
 
 HAND_LOOPS = {
     "torch": '''

@@ -1,17 +1,31 @@
-"""Engines run in child processes: crashes, aborts and hangs are that engine's failure."""
+"""Engines run in child processes (zoo/isolation.py): crashes, aborts, hangs and exceptions
+are that engine's typed result, with the real cause as the one-line reason."""
 
 import os
 
+import numpy as np
 import pytest
 
+import zoo
 from conftest import require_engine
-from zoo import child, engines, verifier
+from zoo import engines, isolation, verifier
 
 
 @pytest.fixture
 def two_engines():
     require_engine("onnx")
     require_engine("torch")
+
+
+@pytest.fixture(scope="module")
+def linreg_torch():
+    require_engine("torch")
+    return zoo.build("linreg", "torch").path
+
+
+def forward(artifact, **kw):
+    x = np.zeros((2, 2), np.float32)
+    return isolation.run("torch", "forward", {"artifact": str(artifact)}, {"x": x}, **kw)
 
 
 @pytest.mark.parametrize("fault,status,words", [
@@ -29,17 +43,70 @@ def test_a_crashing_engine_is_reported_and_the_others_run(two_engines, monkeypat
     assert verifier.exit_status(results) == 1
 
 
-def test_a_hanging_engine_times_out_and_its_group_is_killed(two_engines, monkeypatch):
+@pytest.mark.parametrize("fault,status,reason", [
+    ("sigkill", "crashed", "crashed with SIGKILL (killed: out of memory, or by hand)"),
+    ("sigsegv", "crashed", "crashed with SIGSEGV"),
+    # the fatal glog line, not the warning before it or the stack trace after it
+    ("abort", "crashed", "crashed with SIGABRT: F0000 00:00:00.000000 1 fault.cc:2] Check failed: "
+                         "fault injected by ZOO_FAULT"),
+    # the exception's first line, not the MXNet-style WARNING printed before it
+    ("raise", "error", "RuntimeError: fault injected by ZOO_FAULT"),
+    ("unsupported", "unsupported", "fault injected by ZOO_FAULT: this engine cannot express it"),
+])
+def test_each_failure_is_one_typed_result_with_the_real_cause(linreg_torch, monkeypatch, fault, status, reason):
+    monkeypatch.setenv("ZOO_FAULT", f"torch:{fault}")
+    r = forward(linreg_torch, timeout=60)
+    assert (r.status, r.reason) == (status, reason), (r.status, r.reason, r.stderr_tail)
+    assert not r.ok and not r.arrays
+
+
+def test_a_run_that_works_is_ok_with_its_arrays(linreg_torch):
+    r = forward(linreg_torch, timeout=120)
+    assert r.ok and r.reason == "" and r.arrays["fc"].shape == (2, 1), (r.status, r.reason)
+
+
+def test_a_hanging_child_times_out_and_its_group_is_killed(linreg_torch, monkeypatch, tmp_path):
+    monkeypatch.setenv("ZOO_FAULT", "torch:hang-with-grandchild")
+    r = forward(linreg_torch, timeout=4, keep_dir=tmp_path / "work")
+    assert r.status == "timeout" and r.reason == "timed out after 4 s (process group killed)"
+    assert "hanging (ZOO_FAULT)" in r.stderr_tail
+    assert not isolation._live
+
+
+def test_a_hanging_engine_times_out_in_verify_and_the_others_run(two_engines, monkeypatch):
     monkeypatch.setenv("ZOO_FAULT", "torch:hang")
-    results = verifier.verify(["linreg"], ["torch", "onnx"], timeout=20)
+    results = verifier.verify(["linreg"], ["torch", "onnx"], timeout=5)
     by = {r.engine: r for r in results}
-    assert by["torch"].status == "error" and "timed out after 20 s" in by["torch"].reason
+    assert by["torch"].status == "error" and "timed out after 5 s" in by["torch"].reason
     assert by["onnx"].status == "pass"
 
 
-def test_child_result_carries_stderr_tail():
-    r = child.run("nosuch", "forward", {"artifact": "/nonexistent"}, timeout=60)
-    assert r.status == "error" and "unknown engine 'nosuch'" in r.reason
+def test_an_unknown_engine_is_unavailable_not_raised():
+    r = isolation.run("nosuch", "forward", {"artifact": "/nonexistent"}, timeout=60)
+    assert r.status == "engine-unavailable" and "unknown engine 'nosuch'" in r.reason
+
+
+def test_a_missing_artifact_is_an_error_naming_it(monkeypatch):
+    require_engine("torch")
+    r = isolation.run("torch", "forward", {"artifact": "/nonexistent"}, timeout=60)
+    assert r.status == "error" and r.reason == "/nonexistent: no manifest.json (not a finished zoo build)"
+
+
+def test_the_crash_reason_skips_log_and_warning_lines():
+    stderr = "\n".join([
+        "Fatal error: the real cause",
+        "I0000 00:00:1732900000.000000   12 cpu_feature_guard.cc:210] This TensorFlow binary is optimized",
+        "W0000 00:00:1732900000.000000   12 onednn.cc:1] oneDNN custom operations are on.",
+        "[20:21:00] ../src/nnvm/legacy_json_util.cc:209: Loading symbol saved by previous version",
+        "[20:21:00] ../src/operator/nn/./mkldnn/mkldnn_base.cc:74: WARNING: type inference failed",
+        "/x/site-packages/mxnet/gluon/block.py:1: UserWarning: something",
+        "  warnings.warn(",
+        "*** Check failure stack trace: ***",
+        "    @     0x7f0000000000  (unknown)",
+    ])
+    assert isolation.meaningful_line(stderr) == "Fatal error: the real cause"
+    assert isolation.meaningful_line("[20:21:00] src/a.cc:1: Check failed: x == y") == \
+        "[20:21:00] src/a.cc:1: Check failed: x == y"
 
 
 def test_thread_variables_reach_the_child_before_import():
@@ -55,3 +122,12 @@ def test_gpu_device_without_cuda_is_a_clear_skip():
         pytest.skip("this machine has a CUDA device")
     [r] = verifier.verify(["linreg"], ["torch"], device="gpu0")
     assert r.status == "skipped" and "no CUDA device is present" in r.reason, r.reason
+
+
+def test_the_old_module_names_still_work_until_the_switch(linreg_torch, monkeypatch):
+    """zoo.child and `python -m zoo.runners.child` stay until verifier/benchmark switch."""
+    from zoo import child
+    monkeypatch.setenv("ZOO_FAULT", "torch:unsupported")
+    r = child.run("torch", "forward", {"artifact": str(linreg_torch)}, timeout=60)
+    assert r.status == "error" and r.result["unsupported"]
+    assert r.reason == "Unsupported: fault injected by ZOO_FAULT: this engine cannot express it"

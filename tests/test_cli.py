@@ -1,12 +1,17 @@
-"""The `zoo` command: list, show, convert, engines, build."""
+"""The `zoo` command: list, show, convert, engines, build; exit statuses and usage errors."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import zoo
 import zoo.engines
 import zoo.spec
+from conftest import require_engine
 
 
 def run(*args):
@@ -57,6 +62,89 @@ def test_engines_lists_every_engine():
     assert names == set(zoo.engines.ENGINES)
 
 
-def test_unknown_engine_is_a_clear_error():
+def test_unknown_engine_is_a_clear_usage_error():
     r = run("build", "linreg", "--engine", "nope")
-    assert r.returncode == 1 and "unknown engine 'nope'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr == f"zoo: unknown engine 'nope'; engines: {', '.join(zoo.engines.ENGINES)}\n"
+
+
+# The rule: usage errors and bad input exit 2 with one line, failed checks exit 1, success 0.
+USAGE_ERRORS = [
+    (["show", "linreg", "--batch", "0"], "--batch must be an integer >= 1, not 0"),
+    (["show", "no-such-net"], "no-such-net: no zoo network or file named 'no-such-net'"),
+    (["convert", "linreg", "--to", "yaml"], "--to must be json or prototxt, not 'yaml'"),
+    (["build", "linreg", "--engine", "onnx,torch"], "--engine takes one engine, not 'onnx,torch'"),
+    (["build", "linreg", "--engine", "onnx", "--opset", "0"], "--opset must be an integer >= 1, not 0"),
+    (["verify", "linreg", "--engines", "onnx,banana"], "unknown engine 'banana'; engines: "),
+    (["verify", "linreg", "--mode", "sideways"], "--mode must be forward, train or both, not 'sideways'"),
+    (["verify", "linreg", "--device", "banana"], "--device must be cpu, gpu or gpuN (e.g. gpu0), not 'banana'"),
+    (["verify", "linreg", "--atol", "-1"], "--atol must be a finite number >= 0, not -1.0"),
+    (["verify", "linreg", "--rtol", "nan"], "--rtol must be a finite number >= 0, not nan"),
+    (["verify", "linreg", "--batch", "0"], "--batch must be an integer >= 1, not 0"),
+    (["verify", "linreg", "--threads", "0"], "--threads must be an integer >= 1, not 0"),
+    (["verify", "linreg", "--timeout", "0"], "--timeout must be a number of seconds > 0, not 0.0"),
+    (["bench", "linreg", "--engines", "banana"], "unknown engine 'banana'; engines: "),
+    (["bench", "linreg", "--mode", "forward"], "--mode must be train, infer or both, not 'forward'"),
+    (["bench", "linreg", "--device", "gpu-1"], "--device must be cpu, gpu or gpuN (e.g. gpu0), not 'gpu-1'"),
+    (["bench", "linreg", "--batch", "0"], "--batch must be an integer >= 1, not 0"),
+    (["bench", "linreg", "--threads", "1,x"], "--threads must be an integer >= 1, not 'x'"),
+    (["bench", "linreg", "--iters", "0"], "--iters must be an integer >= 1, not 0"),
+    (["bench", "linreg", "--warmup", "-1"], "--warmup must be an integer >= 0, not -1"),
+    (["bench", "linreg", "--min-time", "-1"], "--min-time must be a finite number >= 0, not -1.0"),
+    (["bench", "linreg", "--timeout", "-1"], "--timeout must be a number of seconds > 0, not -1.0"),
+    (["import", "/nonexistent/m.onnx", "--out", "/nonexistent/d"], "/nonexistent/m.onnx: "),
+]
+
+
+def run_in_process(monkeypatch, capsys, *args):
+    """`zoo ARGS` in this process (fast: the usage errors come before any engine starts)."""
+    import zoo.cli
+    monkeypatch.setattr(sys, "argv", ["zoo", *args])
+    try:
+        zoo.cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("args,message", USAGE_ERRORS, ids=[" ".join(a[:1] + a[2:]) for a, _ in USAGE_ERRORS])
+def test_usage_errors_exit_2_with_one_line(monkeypatch, capsys, args, message):
+    code, out, err = run_in_process(monkeypatch, capsys, *args)
+    assert code == 2, (code, err)
+    assert err.startswith(f"zoo: {message}") and err.count("\n") == 1, err
+    assert "<spec>" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["verify", "--batch", "abc"], ["build", "linreg"], ["nosuch"],
+                                  ["show"], ["list", "--nope"]])
+def test_typers_own_usage_errors_exit_2(args):
+    r = run(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_valid_file_that_is_not_a_spec_exits_2_naming_it(tmp_path):
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text('name: "x"\nlayer { name: "a" type: "Banana" }\n')
+    r = run("show", str(bad))
+    assert r.returncode == 2 and r.stderr.startswith(f"zoo: {bad}:") and "<spec>" not in r.stderr, r.stderr
+
+
+def test_a_failed_check_exits_1_and_success_exits_0():
+    require_engine("onnx")
+    ok = run("verify", "linreg", "--engines", "onnx")
+    assert ok.returncode == 0, ok.stderr
+    env = {**os.environ, "ZOO_FAULT": "onnx:raise"}
+    failed = subprocess.run([sys.executable, "-m", "zoo.cli", "verify", "linreg", "--engines", "onnx"],
+                            capture_output=True, text=True, env=env)
+    assert failed.returncode == 1, failed.stderr
+    # the engine's own error is the reason, not a warning line printed before it
+    assert "RuntimeError: fault injected by ZOO_FAULT" in failed.stderr and "WARNING" not in failed.stderr
+
+
+def test_the_command_module_is_not_a_symlink():
+    import cli
+    import zoo.cli
+    path = Path(zoo.cli.__file__)
+    assert not path.is_symlink() and zoo.cli.main is cli.main
