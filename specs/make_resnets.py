@@ -36,7 +36,7 @@ class Writer:
 def resnet56() -> str:
     w = Writer()
     w.lines += [
-        "# ResNet-56 for CIFAR-10 (shared/networks.md, \"ResNet-56\"): He et al.'s CIFAR ResNet,",
+        "# ResNet-56 for CIFAR-10 (docs/networks.md, \"ResNet-56\"): He et al.'s CIFAR ResNet,",
         "# 3 stages of 9 basic blocks (two 3x3 convs each), 16/32/64 channels, global average",
         "# pool 8x8, FC 10. The survey's engines differed (projection vs zero-padded shortcuts,",
         "# ReLU after the add or not, BN with or without scale). zoo: conv -> BN -> ReLU, ReLU",
@@ -46,7 +46,7 @@ def resnet56() -> str:
         "# Written by specs/make_resnets.py.",
         'name: "resnet-56"',
         'description: "ResNet-56: CIFAR-10, option-A shortcuts, BN with scale"',
-        'source: "He et al. 2016 (arXiv 1512.03385) sec. 4.2; HKBU dlbench; shared/networks.md"',
+        'source: "He et al. 2016 (arXiv 1512.03385) sec. 4.2; HKBU dlbench, github.com/hclhkbu/dlbench; docs/networks.md"',
         "train { lr: 0.01 momentum: 0.9 weight_decay: 0.0001 batch_cpu: 128 batch_gpu: 128 }",
         "",
         'layer { name: "data" type: "Input" input_param { shape: [128, 3, 32, 32] } }',
@@ -79,7 +79,7 @@ def resnet56() -> str:
 def resnet50() -> str:
     w = Writer()
     w.lines += [
-        "# ResNet-50 on synthetic 224x224 inputs, 1000 classes (shared/networks.md, \"ResNet-50\"):",
+        "# ResNet-50 on synthetic 224x224 inputs, 1000 classes (docs/networks.md, \"ResNet-50\"):",
         "# the standard bottleneck ResNet [3, 4, 6, 3], widths 64/256, 128/512, 256/1024,",
         "# 512/2048; conv1 7x7/2 pad 3, max pool 3/2 pad 1, convs without bias, BN with scale and",
         "# shift, projection shortcuts (1x1 conv + BN) where the shape changes, global average",
@@ -88,7 +88,7 @@ def resnet50() -> str:
         "# Written by specs/make_resnets.py.",
         'name: "resnet-50"',
         'description: "ResNet-50: synthetic 3x224x224, bottleneck [3, 4, 6, 3]"',
-        'source: "He et al. 2016 (arXiv 1512.03385); torchvision resnet50; shared/networks.md"',
+        'source: "He et al. 2016 (arXiv 1512.03385); torchvision resnet50; docs/networks.md"',
         "train { lr: 0.01 momentum: 0.9 weight_decay: 0.0001 batch_cpu: 16 batch_gpu: 64 }",
         "",
         'layer { name: "data" type: "Input" input_param { shape: [16, 3, 224, 224] } }',
