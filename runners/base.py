@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.errors import EngineUnavailable
 from zoo.errors import ManifestError  # noqa: F401  (re-exported: builds read manifests too)
 
 
@@ -44,7 +45,7 @@ def read_manifest(artifact: Path) -> dict:
 
 
 class Runner:
-    engine = "?"
+    engine = "?"                # the name of its declaration in zoo/engines.py
 
     def __init__(self, artifact: Path, device: str = "cpu", threads: int | None = None,
                  options: dict | None = None):
@@ -55,6 +56,27 @@ class Runner:
         self.device = device
         self.threads = threads
         self.options = options or {}
+        # the declared gaps hold wherever the runner is used, before the engine is imported
+        self.declaration.refuse(self.net)
+
+    @property
+    def declaration(self):
+        from zoo import engines
+        return engines.get(self.engine)
+
+    # --- devices ---------------------------------------------------------------------------
+    def gpu_index(self) -> int | None:
+        """The CUDA device asked for: None for "cpu", N for "gpuN". EngineUnavailable when
+        the engine is CPU-only here or its own probe (`cuda_missing`) finds no CUDA device:
+        a GPU run never falls back to the CPU."""
+        index = self.declaration.parse_device(self.device)
+        if index is not None and (why := self.cuda_missing()) is not None:
+            raise EngineUnavailable(f"no CUDA device is present ({why})")
+        return index
+
+    def cuda_missing(self) -> str | None:
+        """The engine's probe, after its import: why it cannot reach a CUDA device, or None."""
+        return f"zoo has no GPU path for {self.engine}"
 
     # --- what each engine implements -----------------------------------------------------
     def load(self) -> None:

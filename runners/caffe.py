@@ -41,9 +41,7 @@ class Runner(CaffeBase):
     engine = "caffe"
 
     def load(self) -> None:
-        if self.device.startswith("gpu"):
-            from zoo.errors import EngineUnavailable
-            raise EngineUnavailable("this Caffe is a CPU-only build (brocolli-caffe, CPU_ONLY)")
+        self.gpu_index()       # CPU-only (declared): a GPU request is refused here
         import caffe
         self.caffe = caffe
         caffe.set_mode_cpu()

@@ -7,28 +7,13 @@ from __future__ import annotations
 from .caffe import CaffeBase
 
 
-# spec layer types whose Caffe layer OpenCV 4.11's readNetFromCaffe cannot create
-NOT_IN_OPENCV_NAMES = {"Embedding": "Embed"}
-NOT_IN_OPENCV = set(NOT_IN_OPENCV_NAMES)
-
-
 class Runner(CaffeBase):
+    """What OpenCV cannot read (Embed, LRN's k) is declared in zoo/engines.py: the base
+    class refuses such a network before OpenCV is imported."""
     engine = "caffe-opencv"
 
     def load(self) -> None:
-        if self.device.startswith("gpu"):
-            from zoo.errors import EngineUnavailable
-            raise EngineUnavailable("zoo runs OpenCV's DNN module on the CPU only")
-        missing = sorted({l.type for l in self.net.deploy_layers} & NOT_IN_OPENCV)
-        if missing:
-            from zoo.converters.registry import Unsupported
-            raise Unsupported(f"OpenCV's Caffe importer has no layer for {', '.join(missing)} "
-                              f"(Caffe's {', '.join(NOT_IN_OPENCV_NAMES[t] for t in missing)})")
-        for l in self.net.deploy_layers:
-            if l.type == "LRN" and l.p.k != 1.0:
-                from zoo.converters.registry import Unsupported
-                raise Unsupported(f"OpenCV's Caffe importer ignores lrn_param.k (it always uses 1); "
-                                  f"layer {l.name!r} has k = {l.p.k:g}")
+        self.gpu_index()       # CPU-only (declared): a GPU request is refused here
         import cv2
         self.cv2 = cv2
         if self.threads:

@@ -22,16 +22,15 @@ class Runner(BaseRunner):
         from zoo.converters.mxnet import import_mxnet
 
         mx = self.mx = import_mxnet()
-        if self.device.startswith("gpu"):
-            if mx.context.num_gpus() == 0:
-                from zoo.errors import EngineUnavailable
-                raise EngineUnavailable("this MXNet build has no CUDA support (the PyPI mxnet "
-                                        "1.9.1 wheel is CPU-only)")
-            self.ctx = mx.gpu(int(self.device[3:] or 0))
-        else:
-            self.ctx = mx.cpu()
+        index = self.gpu_index()
+        self.ctx = mx.cpu() if index is None else mx.gpu(index)
         self.meta = self.manifest["meta"]
         self.block = self._block(dropout=True)
+
+    def cuda_missing(self):
+        if self.mx.context.num_gpus() == 0:
+            return "this MXNet build has no CUDA support (the PyPI mxnet 1.9.1 wheel is CPU-only)"
+        return None
 
     def _block(self, dropout: bool):
         """A SymbolBlock of the exported files; dropout=False sets every Dropout's p to 0

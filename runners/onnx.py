@@ -15,15 +15,15 @@ class Runner(BaseRunner):
 
         self.ort = ort
         self.model = onnx.load_model(str(self.dir / "model.onnx"), load_external_data=False)
-        providers = ["CPUExecutionProvider"]
-        if self.device.startswith("gpu"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                from zoo.errors import EngineUnavailable
-                raise EngineUnavailable("this onnxruntime has no CUDA execution provider "
-                                        "(install onnxruntime-gpu)")
-            providers = [("CUDAExecutionProvider", {"device_id": int(self.device[3:] or 0)})]
-        self.providers = providers
+        index = self.gpu_index()
+        self.providers = (["CPUExecutionProvider"] if index is None else
+                          [("CUDAExecutionProvider", {"device_id": index})])
         self.sessions = {}
+
+    def cuda_missing(self):
+        if "CUDAExecutionProvider" not in self.ort.get_available_providers():
+            return "this onnxruntime has no CUDA execution provider (install onnxruntime-gpu)"
+        return None
 
     def _options(self):
         so = self.ort.SessionOptions()

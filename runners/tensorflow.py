@@ -27,21 +27,20 @@ class Runner(BaseRunner):
         import keras
 
         self.tf, self.keras = tf, keras
-        gpus = tf.config.list_physical_devices("GPU")
-        if self.device.startswith("gpu"):
-            if not gpus:
-                from zoo.errors import EngineUnavailable
-                raise EngineUnavailable("this TensorFlow has no GPU support (tensorflow-cpu, or no "
-                                        "CUDA device visible)")
+        index = self.gpu_index()
+        if index is not None:
             tf.config.experimental.enable_tensor_float_32_execution(False)
-            self.tf_device = f"/GPU:{int(self.device[3:] or 0)}"
-        else:
-            self.tf_device = "/CPU:0"
+        self.tf_device = "/CPU:0" if index is None else f"/GPU:{index}"
         self.meta = self.manifest["meta"]
         with tf.device(self.tf_device):
             self.model = keras.saving.load_model(str(self.dir / "model.keras"), safe_mode=True)
         self.heads = self.meta["heads"]
         self.xla = bool(self.options.get("xla"))
+
+    def cuda_missing(self):
+        if not self.tf.config.list_physical_devices("GPU"):
+            return "this TensorFlow has no GPU support (tensorflow-cpu, or no CUDA device visible)"
+        return None
 
     # --- layouts --------------------------------------------------------------------------
     def _to_spec_layout(self, blob: str, a: np.ndarray) -> np.ndarray:

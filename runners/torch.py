@@ -34,14 +34,8 @@ class Runner(BaseRunner):
             torch.set_num_threads(int(self.threads))
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        if self.device.startswith("gpu"):
-            if not torch.cuda.is_available():
-                from zoo.errors import EngineUnavailable
-                raise EngineUnavailable(f"no CUDA device is present (torch {torch.__version__}, "
-                                        f"CUDA build: {torch.version.cuda or 'none'})")
-            self.dev = torch.device(f"cuda:{int(self.device[3:] or 0)}")
-        else:
-            self.dev = torch.device("cpu")
+        index = self.gpu_index()
+        self.dev = torch.device("cpu" if index is None else f"cuda:{index}")
         meta = self.manifest["meta"]
         self.meta = meta
         spec = importlib.util.spec_from_file_location(f"zoo_model_{self.net.name.replace('-', '_')}",
@@ -56,6 +50,12 @@ class Runner(BaseRunner):
             if self.dtype != torch.float64:
                 raise ValueError("round_float32 is a probe of the float64 oracle")
             _round_layer_outputs(torch, self.model)
+
+    def cuda_missing(self):
+        torch = self.torch
+        if not torch.cuda.is_available():
+            return f"torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}"
+        return None
 
     def _jitter(self, name: str, t):
         """The probe's input perturbation (see the module docstring); identity otherwise."""

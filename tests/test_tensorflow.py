@@ -31,7 +31,7 @@ def test_flatten_permutation_is_load_bearing(monkeypatch):
 
 
 def test_lrn_alpha_scaling_is_load_bearing(monkeypatch):
-    net = zoo.from_text(CASES["lrn"])
+    net = zoo.from_text(CASES["LRN"])
     r = _broken_verify(net, ("lrn_window_weight", lambda alpha, n: alpha), monkeypatch)
     assert r.status == "fail" and r.first_bad_layer == "n", r
 
@@ -40,7 +40,7 @@ def test_lstm_gate_mapping_is_load_bearing(monkeypatch):
     def swap_g_o(a):   # what a Keras converter that assumed i, f, o, g would do
         i, f, g, o = np.split(a, 4, axis=0)
         return np.concatenate([i, f, o, g], axis=0)
-    net = zoo.from_text(CASES["embedding_lstm"])
+    net = zoo.from_text(CASES["Embedding-LSTM"])
     r = _broken_verify(net, ("lstm_gates_to_keras", swap_g_o), monkeypatch)
     assert r.status == "fail" and r.first_bad_layer == "lstm", r
 

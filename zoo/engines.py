@@ -1,9 +1,19 @@
-"""The engine registry: one line per engine.
+"""The engine declarations: the one place that says what each engine is and cannot do.
 
-An engine is a converter module (zoo.converters.NAME: spec + weights -> native files) and a
-runner module (zoo.runners.NAME: native files + inputs -> outputs, a training step, timings),
-both run in a child process (zoo/child.py). Nothing here imports an engine: presence and
-versions come from package metadata, so `zoo engines` and `zoo list` stay fast.
+An engine is a converter module (spec + weights -> native files, with a `CONVERTERS`
+registry of the layer types it handles), a runner module (native files + inputs -> outputs,
+a training step, timings; a `Runner(zoo.runners.base.Runner)`), both run in a child process
+(zoo/child.py), and one `Engine(...)` below. Adding an engine is those three things. What an
+engine cannot express is computed from its converter's registry plus its declared `gaps`,
+each with the reason; `zoo engines`, verify, bench and the tests read it from here.
+
+Nothing here imports an engine: presence and versions come from package metadata, so
+`zoo engines` and `zoo list` stay fast.
+
+Engines declared outside zoo (a test's toy engine) are added with `register`; the child
+process finds them through ZOO_EXTRA_ENGINES, a comma list of modules imported at the end of
+this module, each of which calls `register`. That variable names code to import, like
+PYTHONPATH: it is set by whoever runs zoo, never read from a spec or a model file.
 """
 
 from __future__ import annotations
@@ -11,9 +21,29 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import os
+import re
 from dataclasses import dataclass
+from typing import Callable
 
-from .errors import EngineUnavailable
+from .errors import EngineUnavailable, Unsupported, UsageError
+from .layers import pooling as P
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A layer type, or one case of it (`when`), that an engine cannot express, and why."""
+    layer_type: str
+    reason: str
+    when: Callable | None = None     # (layer, net) -> bool; None: every layer of the type
+    case: str = ""                   # `when` in words, for `zoo engines` ("k != 1")
+
+    def applies(self, layer, net) -> bool:
+        return layer.type == self.layer_type and (self.when is None or bool(self.when(layer, net)))
+
+    @property
+    def what(self) -> str:
+        return f"{self.layer_type} {self.case}".strip()
 
 
 @dataclass(frozen=True)
@@ -23,23 +53,22 @@ class Engine:
     imports: tuple[str, ...]    # modules that must be importable
     extra: str                  # `pip install 'zoo[EXTRA]'`
     train: bool                 # has a training step (else forward only, said in verify)
+    converter: str              # module: build(net, weights, outdir, options) + CONVERTERS
+    runner: str                 # module: Runner(zoo.runners.base.Runner)
+    gaps: tuple[Gap, ...] = ()  # beyond the converter's registry: cases it refuses, with why
     note: str = ""
-    converter: str = ""         # converter module name, when shared with another engine
+    cpu_only: str = ""          # why this engine never runs on a GPU here ("" if it may)
     thread_vars: tuple[str, ...] = ()          # the engine's own thread-count variables
     single_thread_vars: tuple[str, ...] = ()   # pools zoo pins to one thread
     quiet_env: tuple[tuple[str, str], ...] = ()   # log-level variables
 
     @property
-    def converter_name(self) -> str:
-        return self.converter or self.name
-
-    @property
     def converter_module(self) -> str:
-        return f"zoo.converters.{self.converter_name}"
+        return self.converter
 
     @property
     def runner_module(self) -> str:
-        return f"zoo.runners.{self.name.replace('-', '_')}"
+        return self.runner
 
     def missing(self) -> str | None:
         """Why the engine cannot run here, or None when it can."""
@@ -68,6 +97,23 @@ class Engine:
     def version(self) -> str:
         return ", ".join(f"{k} {v}" for k, v in self.versions().items()) or "-"
 
+    # --- devices and environment -----------------------------------------------------------
+    @property
+    def device_kinds(self) -> tuple[str, ...]:
+        return ("cpu",) if self.cpu_only else ("cpu", "gpu")
+
+    def parse_device(self, device: str) -> int | None:
+        """None for "cpu", N for "gpuN" ("gpu" alone is gpu0). A malformed device is a
+        UsageError; a GPU for a CPU-only engine is EngineUnavailable, with the reason."""
+        m = re.fullmatch(r"cpu|gpu(\d*)", device)
+        if m is None:
+            raise UsageError(f"device {device!r}: expected cpu or gpuN (e.g. gpu0)")
+        if device == "cpu":
+            return None
+        if "gpu" not in self.device_kinds:
+            raise EngineUnavailable(self.cpu_only)
+        return int(m.group(1) or 0)
+
     def environment(self, threads: int | None, device: str) -> dict[str, str]:
         """Variables set in this engine's child before it starts (so they are in force before
         the engine is imported): its thread pools, which GPUs exist (none for cpu runs), and
@@ -83,28 +129,127 @@ class Engine:
         env.update(dict(self.quiet_env))
         return env
 
+    # --- what the engine can express -------------------------------------------------------
     def supported_types(self) -> list[str]:
         """Layer types the converter handles (from its registry; imports no engine)."""
-        return sorted(importlib.import_module(self.converter_module).CONVERTERS.types())
+        return sorted(importlib.import_module(self.converter).CONVERTERS.types())
 
+    def unsupported(self, net) -> str | None:
+        """The first reason this engine cannot express `net` (a layer type its converter
+        lacks, or a declared gap that applies), or None when it can. An inference-only
+        engine's converter may lack the loss types: it leaves the losses out."""
+        have = set(self.supported_types())
+        for layer in net.layers:
+            if layer.type not in have and (self.train or not layer.kind.is_loss):
+                return self._refusal(layer, f"{self.converter} has no converter for {layer.type}")
+            for gap in self.gaps:
+                if gap.applies(layer, net):
+                    return self._refusal(layer, gap.reason)
+        return None
+
+    def refuse(self, net) -> None:
+        """Raise Unsupported with `unsupported(net)`'s reason, if there is one."""
+        if (why := self.unsupported(net)) is not None:
+            raise Unsupported(why)
+
+    def _refusal(self, layer, reason: str) -> str:
+        return f"{self.name}: layer {layer.name!r} ({layer.type}): {reason}"
+
+    def gap_table(self) -> list[dict[str, str]]:
+        """Everything this engine cannot do, one row each: {"what", "why"}. Loss types are
+        not gaps of an inference-only engine (its row "training" says why)."""
+        from .layers import REGISTRY
+        have = set(self.supported_types())
+        rows = [{"what": t, "why": f"{self.converter} has no converter for it"}
+                for t in sorted(set(REGISTRY) - have)
+                if self.train or not REGISTRY[t].is_loss]
+        rows += [{"what": g.what, "why": g.reason} for g in self.gaps]
+        if not self.train:
+            rows.append({"what": "training", "why": self.note or f"{self.name} runs inference only"})
+        return rows
+
+
+# --- the declared gaps, each predicate the exact condition its converter or runner refuses --
+def _ave_valid_divisor_differs(layer, net) -> bool:
+    """VALID differs from PADDED only where a window reaches padding or the ceil overhang."""
+    p = layer.p
+    return (not p.global_pooling and p.pool == P.AVE and p.avg_divisor == P.VALID
+            and (p.pad > 0 or p.round_mode == P.CEIL))
+
+
+def _time_major(net) -> bool:
+    """Caffe's recurrent layers are time-major: a net with LSTM or Embedding is built so."""
+    return any(l.type in ("LSTM", "Embedding") for l in net.layers)
+
+
+CAFFE_FILE_GAPS = (   # what converters/caffe.py refuses: caffe and caffe-opencv share the files
+    Gap("Pooling", "Caffe's average pooling always counts the padding (PADDED); the VALID "
+        "divisor is not expressible", _ave_valid_divisor_differs,
+        "AVE with the VALID divisor (padded or CEIL)"),
+    Gap("Flatten", "a sequence blob is time-major in Caffe",
+        lambda l, net: _time_major(net) and len(l.in_shapes[0]) == 3, "of a sequence blob"),
+    Gap("Reshape", "sequence networks are time-major in Caffe",
+        lambda l, net: _time_major(net) and len(l.in_shapes[0]) in (2, 3),
+        "of a 2-D or 3-D blob in a sequence network"),
+    Gap("EuclideanLoss", "sequence networks are time-major in Caffe",
+        lambda l, net: _time_major(net), "in a sequence network"),
+)
+
+_OPENCV = "OpenCV's Caffe importer"
 
 ENGINES: dict[str, Engine] = {e.name: e for e in [
     Engine("onnx", ("onnx", "onnxruntime"), ("onnx", "onnxruntime"), "onnx", train=False,
+           converter="zoo.converters.onnx", runner="zoo.runners.onnx",
            note="ONNX Runtime runs inference only: verified forward, not trained"),
-    Engine("torch", ("torch",), ("torch",), "torch", train=True),
+    Engine("torch", ("torch",), ("torch",), "torch", train=True,
+           converter="zoo.converters.torch", runner="zoo.runners.torch",
+           gaps=(Gap("Pooling", "PyTorch's pools take pad <= kernel/2; padding explicitly "
+                     "would count it in the VALID divisor",
+                     lambda l, net: (not l.p.global_pooling and 2 * l.p.pad > l.p.kernel_size
+                                     and l.p.pool == P.AVE and l.p.avg_divisor == P.VALID),
+                     "AVE with pad > kernel/2 and the VALID divisor"),
+                 Gap("Pooling", "PyTorch's pools take pad <= kernel/2; padded explicitly, the "
+                     "CEIL rule would differ",
+                     lambda l, net: (not l.p.global_pooling and 2 * l.p.pad > l.p.kernel_size
+                                     and l.p.round_mode == P.CEIL),
+                     "CEIL with pad > kernel/2"))),
     Engine("tensorflow", ("tensorflow-cpu", "tensorflow", "keras"), ("tensorflow", "keras"),
-           "tensorflow", train=True, thread_vars=("TF_NUM_INTRAOP_THREADS",),
-           single_thread_vars=("TF_NUM_INTEROP_THREADS",), quiet_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
+           "tensorflow", train=True,
+           converter="zoo.converters.tensorflow", runner="zoo.runners.tensorflow",
+           gaps=(Gap("Convolution", "Keras Conv2D takes stride > 1 or dilation > 1, not both",
+                     lambda l, net: l.p.stride > 1 and l.p.dilation > 1,
+                     "with stride > 1 and dilation > 1"),),
+           thread_vars=("TF_NUM_INTRAOP_THREADS",), single_thread_vars=("TF_NUM_INTEROP_THREADS",),
+           quiet_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
     Engine("mxnet", ("mxnet",), ("mxnet",), "mxnet", train=True,
+           converter="zoo.converters.mxnet", runner="zoo.runners.mxnet",
            thread_vars=("MXNET_CPU_WORKER_NTHREADS",)),
     # real BVLC Caffe, built by scripts/build_caffe.sh (no wheel exists)
-    Engine("caffe", (), ("caffe",), "caffe", train=True, quiet_env=(("GLOG_minloglevel", "2"),),
+    Engine("caffe", (), ("caffe",), "caffe", train=True,
+           converter="zoo.converters.caffe", runner="zoo.runners.caffe", gaps=CAFFE_FILE_GAPS,
+           cpu_only="this Caffe is a CPU-only build (brocolli-caffe, CPU_ONLY)",
+           quiet_env=(("GLOG_minloglevel", "2"),),
            note="pycaffe: BVLC Caffe built from brocolli-caffe 9.0.2 by scripts/build_caffe.sh"),
     # the same Caffe files, read by OpenCV's DNN module: a second, independent reader
     Engine("caffe-opencv", ("opencv-python-headless",), ("cv2",), "caffe", train=False,
-           note="OpenCV's Caffe reader runs inference only: verified forward, not trained",
-           converter="caffe"),
+           converter="zoo.converters.caffe", runner="zoo.runners.caffe_opencv",
+           gaps=CAFFE_FILE_GAPS + (
+               Gap("Embedding", f"{_OPENCV} has no layer for Caffe's Embed"),
+               Gap("LRN", f"{_OPENCV} ignores lrn_param.k (it always uses 1)",
+                   lambda l, net: l.p.k != 1.0, "with k != 1")),
+           cpu_only="zoo runs OpenCV's DNN module on the CPU only",
+           note="OpenCV's Caffe reader runs inference only: verified forward, not trained"),
 ]}
+
+
+def register(engine: Engine) -> Engine:
+    """Add an engine declared outside zoo (tests' toy engine). Registering the same
+    declaration again is a no-op; another engine under a taken name is refused."""
+    have = ENGINES.get(engine.name)
+    if have is not None and have != engine:
+        raise ValueError(f"engine {engine.name!r} is already declared differently")
+    ENGINES[engine.name] = engine
+    return engine
 
 
 def get(name: str) -> Engine:
@@ -118,3 +263,15 @@ def parse_list(text: str | None) -> list[Engine]:
     if not text:
         return list(ENGINES.values())
     return [get(n.strip()) for n in text.split(",") if n.strip()]
+
+
+def _import_extra_engines() -> None:
+    """ZOO_EXTRA_ENGINES=mod[,mod]: modules that `register` more engines (see the docstring)."""
+    for mod in filter(None, (m.strip() for m in os.environ.get("ZOO_EXTRA_ENGINES", "").split(","))):
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise EngineUnavailable(f"ZOO_EXTRA_ENGINES names {mod!r}, which cannot be imported: {e}") from None
+
+
+_import_extra_engines()
