@@ -1,13 +1,16 @@
 """`zoo bench`: every engine timed the same way; JSON/CSV keys; plots; per-layer pass."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from conftest import require_engine
+from test_cases import NO_LOSS
 from zoo import benchmark
+from zoo import engines as E
 
 KEYS = ["network", "engine", "device", "threads", "batch", "mode", "median_s", "min_s", "max_s", "iters",
         "samples_per_s", "gflops", "peak_rss_mb"]
@@ -55,3 +58,25 @@ def test_gpu_request_without_gpu_is_skipped_never_run_on_cpu():
         pytest.skip("this machine has a CUDA device")
     [row] = benchmark.bench(["linreg"], ["torch"], device="gpu0", batch=4, iters=1, min_time=0)
     assert row["status"] == "skipped" and "no CUDA device" in row["reason"] and row.get("median_s") is None
+
+
+def test_bench_without_a_loss_skips_train_on_every_engine_and_times_infer(tmp_path):
+    """As every model `zoo import` writes: train mode (the default) has nothing to train, so
+    each engine says why, with no time and no child (nothing is even built); infer is timed."""
+    spec = tmp_path / "noloss.prototxt"
+    spec.write_text(NO_LOSS)
+    cache = tmp_path / "cache"
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "zoo.cli", "bench", str(spec), "--json", str(out)],
+                       capture_output=True, text=True, env={**os.environ, "ZOO_CACHE": str(cache)})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [x["engine"] for x in rows] == list(E.ENGINES)
+    for x in rows:
+        assert x["mode"] == "train" and x["status"] == "skipped", x
+        assert x["reason"] == "the network has no loss layer; use --mode infer"
+        assert x.get("median_s") is None
+    assert not cache.exists()
+    require_engine("torch")
+    [row] = benchmark.bench([str(spec)], ["torch"], mode="infer", iters=1, warmup=0, min_time=0)
+    assert row["status"] == "ok" and row["batch"] == 2 and row["median_s"] > 0, row

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from conftest import require_engine
-from zoo import engines as E
 from zoo import tolerances as T
 from zoo import verifier as V
 from zoo.builds import build
@@ -15,7 +14,7 @@ from zoo.builds import build
 def _torch_train_case(p):
     art = build(p.net, "torch")
     case = V.CaseResult(p.net.name, "torch", "train", "error")
-    V._train_case(p, E.get("torch"), art, "cpu", None, T.FORWARD, 900, 0, case)
+    V._train_case(p, "torch", art, "cpu", None, T.FORWARD, 900, 0, case)
     return case
 
 

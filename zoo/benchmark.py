@@ -7,18 +7,22 @@ A training iteration is forward + loss + backward + SGD update; inference is a f
 in eval mode. Warm-up iterations first, then timed iterations until both `iters` and
 `min_time` are met; each iteration synchronises its device before the clock is read (see
 runners/base.py). A `layers` breakdown is a separate pass and never mixes with the timing.
+
+The cases are walked by zoo/cases.py, as verify's are: a case that cannot run (e.g. train mode
+on a network without a loss layer) is skipped with the reason before any child starts, so no
+time is ever reported for work that did not happen.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass
 from typing import Callable
 
-from . import __version__, child, data, engines
+from . import __version__, cases, data, engines, isolation
 from . import net as N
-from .builds import BuildFailed, build
-from .errors import ZooError
+from . import options as _options
 
 KEYS = ["network", "engine", "device", "threads", "batch", "mode", "status", "median_s",
         "min_s", "max_s", "q1_s", "q3_s", "iqr_s", "iters", "samples_per_s", "gflops",
@@ -45,76 +49,83 @@ def default_batch(net: N.Net, device: str) -> int:
     return int(net.train.batch_gpu if device.startswith("gpu") else net.train.batch_cpu)
 
 
+MODES = ("train", "infer", "both")
+
+
+@dataclass
+class _Batch:
+    """One network's batch, made once and sent to every engine's child."""
+    size: int
+    inputs: dict
+    fwd_flops: int
+
+
 def bench(names: list | None = None, engines_: list[str] | None = None, device: str = "cpu",
           threads: list[int | None] | None = None, batch: int | None = None, mode: str = "train",
           warmup: int = 2, iters: int = 5, min_time: float = 1.0, layers: bool = False,
           seed: int = 0, timeout: float = 1800.0, options: dict | None = None,
           progress: Callable[[dict], None] | None = None) -> list[dict]:
-    names = names or N.S.zoo_names()
-    engs = [engines.get(e) for e in engines_] if engines_ else list(engines.ENGINES.values())
-    modes = ["train", "infer"] if mode == "both" else [mode]
-    threads = threads or [None]
+    """Time networks (default: the whole zoo) on engines (default: all registered). A case
+    that cannot run (zoo/cases.py: not installed, no training step, no loss layer to train,
+    unsupported, build failed) is a row with its status and reason and no time. Options that
+    would make the measurement meaningless are refused (zoo.errors.UsageError, exit 2)."""
+    mode = _options.mode(mode, MODES)
+    device = _options.device(device)
+    engines_ = _options.engine_names(engines_)
+    threads = [_options.positive_int("threads", t) for t in threads or [None]]
+    batch = _options.positive_int("batch", batch)
+    warmup = _options.non_negative_int("warmup", warmup)
+    iters = _options.positive_int("iters", iters)
+    timeout = _options.timeout(timeout)
     env = environment()
-    rows = []
-    for name in names:
-        net = name if isinstance(name, N.Net) else N.load(name)
+
+    def prepare(net: N.Net) -> _Batch:
         b = batch or default_batch(net, device)
         netb = net.with_batch(b)
-        inputs = data.make(netb, seed)          # made once, sent to every child
-        fwd_flops = netb.flops
-        for eng in engs:
-            art, build_error = None, None
-            for m in modes:
-                for t in threads:
-                    row = {"network": net.name, "engine": eng.name, "device": device, "threads": t,
-                           "batch": b, "mode": m, "status": "ok", "reason": ""}
-                    if (why := eng.missing()) is not None:
-                        row.update(status="skipped", reason=f"not installed: {why}")
-                    elif m == "train" and not eng.train:
-                        row.update(status="skipped", reason=eng.note or "inference only")
-                    else:
-                        if art is None and build_error is None:
-                            try:
-                                art = build(net, eng.name, seed=seed, timeout=timeout)
-                            except (BuildFailed, ZooError) as e:
-                                build_error = e
-                        if build_error is not None:
-                            unsupported = getattr(build_error, "unsupported", False)
-                            row.update(status="skipped" if unsupported else "error",
-                                       reason=("unsupported: " if unsupported else "build failed: ")
-                                       + str(build_error))
-                        else:
-                            _measure(row, eng, art, inputs, m, t, device, warmup, iters, min_time,
-                                     layers, timeout, options, fwd_flops)
-                            row.update({"spec_sha256": art.manifest["spec_sha256"],
-                                        "weights_sha256": art.manifest["weights_sha256"]})
-                    row["environment"] = env
-                    rows.append(row)
-                    if progress:
-                        progress(row)
-    return rows
+        return _Batch(b, data.make(netb, seed), netb.flops)
+
+    def new_row(case: cases.Case, p: _Batch, status: str, reason: str) -> dict:
+        return {"network": case.network, "engine": case.engine, "device": device,
+                "threads": case.threads, "batch": p.size, "mode": case.mode, "status": status,
+                "reason": reason, "environment": env}
+
+    def run(case: cases.Case, p: _Batch, art) -> dict:
+        row = new_row(case, p, "ok", "")
+        job = {"artifact": str(art.path), "mode": case.mode, "warmup": warmup, "iters": iters,
+               "min_time": min_time, "layers": False, "options": options or {}}
+        _measure(row, case, job, p, device, layers, timeout)
+        row.update({"spec_sha256": art.manifest["spec_sha256"],
+                    "weights_sha256": art.manifest["weights_sha256"]})
+        return row
+
+    def settle(case: cases.Case, p: _Batch, settled: cases.Settled) -> dict:
+        return new_row(case, p, settled.status, settled.reason)
+
+    modes = ["train", "infer"] if mode == "both" else [mode]
+    return cases.walk(names, engines_, modes, prepare=prepare, run=run, settle=settle,
+                      inference_mode="infer", threads=threads, seed=seed, timeout=timeout,
+                      progress=progress)
 
 
-def _measure(row, eng, art, inputs, mode, threads, device, warmup, iters, min_time, layers,
-             timeout, options, fwd_flops) -> None:
-    job = {"artifact": str(art.path), "mode": mode, "warmup": warmup, "iters": iters,
-           "min_time": min_time, "layers": False, "options": options or {}}
-    res = child.run(eng.name, "bench", job, inputs, threads=threads, device=device, timeout=timeout)
+def _measure(row: dict, case: cases.Case, job: dict, p: _Batch, device: str, layers: bool,
+             timeout: float) -> None:
+    res = isolation.run(case.engine, "bench", job, p.inputs, threads=case.threads, device=device,
+                        timeout=timeout)
     if not res.ok:
-        unavailable = res.result.get("type") in ("EngineUnavailable", "Unsupported") or \
-            res.result.get("unsupported")
-        row.update(status="skipped" if unavailable else "error", reason=res.reason)
+        settled = cases.child_failed(res)
+        row.update(status=settled.status, reason=settled.reason)
         return
     r = res.result
     row.update({k: r.get(k) for k in ("median_s", "min_s", "max_s", "q1_s", "q3_s", "iqr_s", "iters",
                                       "peak_rss_mb", "peak_device_mb", "device_name", "versions")})
     row["samples_per_s"] = row["batch"] / r["median_s"]
     # training ~ 3x the forward FLOPs (forward, and backward for inputs and weights)
-    row["gflops"] = fwd_flops * (3 if mode == "train" else 1) / r["median_s"] / 1e9
+    row["gflops"] = p.fwd_flops * (3 if case.mode == "train" else 1) / r["median_s"] / 1e9
     if layers:
         # a separate profiling pass in its own child: never mixed with the clean timing
-        job["layers"], job["iters"], job["min_time"], job["warmup"] = True, 1, 0.0, 0
-        lres = child.run(eng.name, "bench", job, inputs, threads=threads, device=device, timeout=timeout)
+        job = {**job, "layers": True, "iters": 1, "min_time": 0.0, "warmup": 0}
+        lres = isolation.run(case.engine, "bench", job, p.inputs, threads=case.threads,
+                             device=device, timeout=timeout)
         row["layers"] = lres.result.get("layers") if lres.ok else None
         if not lres.ok:
             row["layers_reason"] = lres.reason

@@ -2,7 +2,8 @@
 
 For each network x engine: build (cached), run in a child process on the same seeded batch
 and weights, and compare with the float64 NumPy reference (forward) or with the float64
-training oracle (train). A failing output triggers a second run with every blob exposed,
+training oracle (train). The walk over the cases, their builds and the reasons a case is
+skipped are zoo/cases.py's, shared with `zoo bench`. A failing output triggers a second run with every blob exposed,
 to name the first layer whose output leaves tolerance.
 
 The training oracle is PyTorch in float64 (zoo's torch engine built with dtype float64),
@@ -20,26 +21,28 @@ cannot resolve the tolerance, the case is judged at what it can resolve, and say
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from . import child, compare, data, engines, reference
+from . import cases, compare, data, engines, isolation, options, reference
 from . import net as N
 from . import tolerances as T
 from . import weights as W
 from .builds import BuildFailed, build
-from .errors import EngineUnavailable, ZooError
+from .errors import ZooError
 
 DEFAULT_BATCH = 2
 TRAIN_STEPS = 2
+ORACLE_ENGINE = "torch"
+MODES = ("forward", "train", "both")
 
 
 def train_steps(net) -> int:
     """SGD steps compared in train mode (see the module's docstring)."""
     return 1 if any(l.type == "BatchNorm" for l in net.layers) else TRAIN_STEPS
-ORACLE_ENGINE = "torch"
 
 
 @dataclass
@@ -85,8 +88,8 @@ def _prepare(name, batch: int, seed: int) -> Problem:
 
 
 def _first_bad_layer(p: Problem, engine: str, artifact, device, threads, tol, timeout) -> tuple[str | None, str]:
-    res = child.run(engine, "forward", {"artifact": str(artifact), "expose": ["*"]},
-                    p.inputs, device=device, threads=threads, timeout=timeout)
+    res = isolation.run(engine, "forward", {"artifact": str(artifact), "expose": ["*"]},
+                        p.inputs, device=device, threads=threads, timeout=timeout)
     if not res.ok:
         return None, f"(exposing every blob failed: {res.reason})"
     for layer in p.netb.deploy_layers:
@@ -101,17 +104,17 @@ def _first_bad_layer(p: Problem, engine: str, artifact, device, threads, tol, ti
     return None, "every blob was within tolerance when exposed"
 
 
-def _forward_case(p: Problem, eng: engines.Engine, art, device, threads, tol, timeout, case):
-    res = child.run(eng.name, "forward", {"artifact": str(art.path)}, p.inputs,
-                    device=device, threads=threads, timeout=timeout)
+def _forward_case(p: Problem, engine: str, art, device, threads, tol, timeout, case):
+    res = isolation.run(engine, "forward", {"artifact": str(art.path)}, p.inputs,
+                        device=device, threads=threads, timeout=timeout)
     if not res.ok:
-        _child_failed(case, res)
+        _settle(case, cases.child_failed(res))
         return
     diffs = [compare.allclose(o, res.arrays.get(o, np.zeros(0)), p.ref[o], tol)
              for o in p.netb.outputs]
     _summarise(case, diffs)
     if case.status == "fail":
-        case.first_bad_layer, why = _first_bad_layer(p, eng.name, art.path, device, threads, tol, timeout)
+        case.first_bad_layer, why = _first_bad_layer(p, engine, art.path, device, threads, tol, timeout)
         case.reason = why
 
 
@@ -128,8 +131,8 @@ def _oracle(p: Problem, seed: int, timeout: float) -> dict:
     except (BuildFailed, ZooError) as e:
         p.oracle = {"error": f"the training oracle could not be built: {e}"}
         return p.oracle
-    fwd = child.run(ORACLE_ENGINE, "forward", {"artifact": str(art.path), "expose": ["*"]},
-                    p.inputs, timeout=timeout)
+    fwd = isolation.run(ORACLE_ENGINE, "forward", {"artifact": str(art.path), "expose": ["*"]},
+                        p.inputs, threads=None, device="cpu", timeout=timeout)
     if not fwd.ok:
         p.oracle = {"error": f"the training oracle's forward failed: {fwd.reason}"}
         return p.oracle
@@ -142,8 +145,8 @@ def _oracle(p: Problem, seed: int, timeout: float) -> dict:
                                          f"at layer {layer.name!r} ({d.max_abs_err:.3g}): not "
                                          "trusted"}
                     return p.oracle
-    res = child.run(ORACLE_ENGINE, "train", {"artifact": str(art.path), "steps": train_steps(p.net)},
-                    p.inputs, timeout=timeout)
+    res = isolation.run(ORACLE_ENGINE, "train", {"artifact": str(art.path), "steps": train_steps(p.net)},
+                        p.inputs, threads=None, device="cpu", timeout=timeout)
     if not res.ok:
         p.oracle = {"error": f"the training oracle failed: {res.reason}"}
         return p.oracle
@@ -159,26 +162,25 @@ def _oracle(p: Problem, seed: int, timeout: float) -> dict:
     return p.oracle
 
 
-def _train_case(p: Problem, eng: engines.Engine, art, device, threads, tol, timeout, seed, case):
-    if not p.netb.loss_layers:
-        case.status, case.reason = "skipped", "the network has no loss layer"
-        return
+def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, seed, case):
+    """`steps` SGD steps against the oracle's (a network without a loss never gets here:
+    zoo/cases.py skips it)."""
     oracle = _oracle(p, seed, timeout)
     if "error" in oracle:
         case.status, case.reason = "error", oracle["error"]
         return
     steps = train_steps(p.net)
-    res = child.run(eng.name, "train", {"artifact": str(art.path), "steps": steps},
-                    p.inputs, device=device, threads=threads, timeout=timeout)
+    res = isolation.run(engine, "train", {"artifact": str(art.path), "steps": steps},
+                        p.inputs, device=device, threads=threads, timeout=timeout)
     if not res.ok:
-        _child_failed(case, res)
+        _settle(case, cases.child_failed(res))
         return
     diffs = [compare.allclose(f"loss[step {i + 1}]", got, want, tol)
              for i, (got, want) in enumerate(zip(res.result["losses"], oracle["losses"]))]
     if len(res.result["losses"]) != len(oracle["losses"]):
         diffs.append(compare.Diff("losses", False, float("inf"), float("inf"), float("inf"),
                                   "wrong number of steps"))
-    rtol_update, source = T.train_update_rtol(eng.name, p.net.name)
+    rtol_update, source = T.train_update_rtol(engine, p.net.name)
     updates = _update_diffs(p, res.arrays, oracle, rtol_update, steps)
     if not all(d.ok for d in diffs + updates) and all(d.ok for d in diffs):
         # only updates are off: can this verification point resolve rtol_update at all?
@@ -238,10 +240,10 @@ def _conditioning(p: Problem, oracle: dict, steps: int, timeout: float) -> dict:
         return p.conditioning
     worst, where = 0.0, ""
     for k in range(T.CONDITIONING_PROBES):
-        res = child.run(ORACLE_ENGINE, "train",
-                        {"artifact": oracle["artifact"], "steps": steps,
-                         "options": {"round_float32": True, "jitter_seed": k}},
-                        p.inputs, timeout=timeout)
+        res = isolation.run(ORACLE_ENGINE, "train",
+                            {"artifact": oracle["artifact"], "steps": steps,
+                             "options": {"round_float32": True, "jitter_seed": k}},
+                            p.inputs, threads=None, device="cpu", timeout=timeout)
         if not res.ok:
             p.conditioning = {"error": res.reason}
             return p.conditioning
@@ -270,21 +272,8 @@ def _summarise(case: CaseResult, diffs: list[compare.Diff]) -> None:
                                 for d in bad[:3])
 
 
-def _child_failed(case: CaseResult, res: child.ChildResult) -> None:
-    """An engine that says it cannot express something (unsupported), or that lacks the
-    device asked for (unavailable), is `skipped` with the reason; any other failure of its
-    child is an `error`."""
-    if res.status == "error" and res.result.get("unsupported"):
-        case.status, case.reason = "skipped", f"unsupported: {res.reason.split(': ', 1)[-1]}"
-    elif res.status == "error" and res.result.get("type") == "EngineUnavailable":
-        case.status, case.reason = "skipped", f"unavailable: {res.reason.split(': ', 1)[-1]}"
-    else:
-        case.status, case.reason = "error", _child_reason(res)
-
-
-def _child_reason(res: child.ChildResult) -> str:
-    tail = res.stderr_tail.strip().splitlines()[-3:]
-    return res.reason + (f" | stderr: {' / '.join(tail)}" if tail and res.status != "error" else "")
+def _settle(case: CaseResult, settled: cases.Settled) -> None:
+    case.status, case.reason = settled.status, settled.reason
 
 
 def verify(names: list | None = None, engines_: list[str] | None = None, mode: str = "forward",
@@ -292,50 +281,40 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
            seed: int = 0, device: str = "cpu", threads: int | None = None,
            timeout: float = 900.0, progress: Callable[[CaseResult], None] | None = None
            ) -> list[CaseResult]:
-    """Verify networks (default: the whole zoo) on engines (default: all registered)."""
-    import time
+    """Verify networks (default: the whole zoo) on engines (default: all registered). Options
+    that would make the check meaningless are refused (zoo.errors.UsageError, exit 2)."""
+    mode = options.mode(mode, MODES)
+    batch = options.positive_int("batch", batch) or DEFAULT_BATCH
+    atol, rtol = options.tolerance("atol", atol), options.tolerance("rtol", rtol)
+    threads = options.positive_int("threads", threads)
+    timeout = options.timeout(timeout)
+    device = options.device(device)
+    engines_ = options.engine_names(engines_)
 
-    names = names or N.S.zoo_names()
+    def new_result(case: cases.Case, p: Problem) -> tuple[CaseResult, T.Tolerance]:
+        tol, source = T.forward_tolerance(case.engine, p.net.name, case.mode, rtol, atol)
+        return CaseResult(p.net.name, case.engine, case.mode, "error", atol=tol.atol,
+                          rtol=tol.rtol, tolerance_source=source), tol
+
+    def run(case: cases.Case, p: Problem, art) -> CaseResult:
+        result, tol = new_result(case, p)
+        if case.mode == "forward":
+            _forward_case(p, case.engine, art, device, threads, tol, timeout, result)
+        else:
+            _train_case(p, case.engine, art, device, threads, tol, timeout, seed, result)
+        result.seconds = time.perf_counter() - case.started
+        return result
+
+    def settle(case: cases.Case, p: Problem, settled: cases.Settled) -> CaseResult:
+        result, _ = new_result(case, p)
+        _settle(result, settled)
+        result.seconds = time.perf_counter() - case.started
+        return result
+
     modes = ["forward", "train"] if mode == "both" else [mode]
-    engs = [engines.get(e) for e in engines_] if engines_ else list(engines.ENGINES.values())
-    results = []
-    for name in names:
-        p = _prepare(name, batch, seed)
-        for eng in engs:
-            art, build_error = None, None
-            for m in modes:
-                t0 = time.perf_counter()
-                tol, source = T.forward_tolerance(eng.name, p.net.name, m, rtol, atol)
-                case = CaseResult(p.net.name, eng.name, m, "error", atol=tol.atol, rtol=tol.rtol,
-                                  tolerance_source=source)
-                if (why := eng.missing()) is not None:
-                    case.status, case.reason = "skipped", f"not installed: {why}"
-                elif m == "train" and not eng.train:
-                    case.status, case.reason = "skipped", eng.note or f"{eng.name} has no training step"
-                else:
-                    if art is None and build_error is None:
-                        try:
-                            art = build(p.net, eng.name, seed=seed, timeout=timeout)
-                        except BuildFailed as e:
-                            build_error = e
-                        except (EngineUnavailable, ZooError) as e:
-                            build_error = BuildFailed(str(e))
-                    if build_error is not None:
-                        unsupported = build_error.unsupported
-                        case.status = "skipped" if unsupported else "error"
-                        case.reason = (f"unsupported: {build_error}" if unsupported else
-                                       f"build failed: {build_error}" + (
-                                           f" | {build_error.stderr_tail.splitlines()[-1]}"
-                                           if build_error.stderr_tail.strip() else ""))
-                    elif m == "forward":
-                        _forward_case(p, eng, art, device, threads, tol, timeout, case)
-                    else:
-                        _train_case(p, eng, art, device, threads, tol, timeout, seed, case)
-                case.seconds = time.perf_counter() - t0
-                results.append(case)
-                if progress:
-                    progress(case)
-    return results
+    return cases.walk(names, engines_, modes, prepare=lambda net: _prepare(net, batch, seed),
+                      run=run, settle=settle, inference_mode="forward", threads=[threads],
+                      seed=seed, timeout=timeout, progress=progress)
 
 
 def exit_status(results: list[CaseResult]) -> int:

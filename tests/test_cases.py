@@ -1,0 +1,122 @@
+"""zoo/cases.py: the one walk of verify and bench. Each engine builds once per network and the
+build serves every mode; the cases that cannot run are settled with the same reasons in both
+commands, before any build or child; a child's typed status maps to a case status in one place;
+both API calls refuse options that would make them meaningless."""
+
+import math
+
+import pytest
+
+from conftest import require_engine
+from zoo import benchmark, cases, isolation, verifier
+from zoo import engines as E
+from zoo import net as N
+from zoo.errors import UsageError
+
+NO_LOSS = """
+name: "noloss"
+train { lr: 0.01 batch_cpu: 2 batch_gpu: 2 }
+layer { name: "x" type: "Input" input_param { shape: [2, 4] } }
+layer { name: "fc" type: "InnerProduct" bottom: "x" inner_product_param { num_output: 3 } }
+"""
+
+
+@pytest.mark.parametrize("status,case_status,starts", [
+    ("unsupported", "skipped", "unsupported: "),
+    ("engine-unavailable", "skipped", "unavailable: "),
+    ("error", "error", "build failed: "),
+    ("timeout", "error", "build failed: "),
+    ("crashed", "error", "build failed: "),
+])
+def test_every_child_status_maps_to_one_case_status(status, case_status, starts):
+    assert set(isolation.STATUSES) == {"ok", "unsupported", "engine-unavailable", "error", "timeout", "crashed"}
+    s = cases.settle_child(status, "why", "I0000 00:00:00 noise\nlast words\n", doing="build failed: ")
+    assert s.status == case_status and s.reason.startswith(starts) and "why" in s.reason
+    # only a timed-out child, which could not say why, brings its last meaningful stderr line
+    assert ("last words" in s.reason) == (status == "timeout"), s.reason
+    assert "noise" not in s.reason
+
+
+def test_a_real_crash_is_an_error_with_its_signal(monkeypatch):
+    require_engine("onnx")
+    monkeypatch.setenv("ZOO_FAULT", "onnx:sigsegv")
+    res = isolation.run("onnx", "forward", {"artifact": "/nonexistent"}, threads=None, device="cpu", timeout=60)
+    s = cases.child_failed(res)
+    assert res.status == "crashed" and s.status == "error" and "SIGSEGV" in s.reason, (res, s)
+
+
+def test_one_build_per_engine_serves_every_mode_and_thread_count(tmp_path, monkeypatch):
+    require_engine("torch")
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    seen = []
+
+    def run(case, prepared, art):
+        seen.append((case.mode, case.threads, art.path))
+        return case
+
+    def settle(case, prepared, settled):
+        raise AssertionError(f"{case} settled: {settled}")
+
+    prepared = []
+    got = cases.walk(["linreg"], ["torch"], ["forward", "train"], prepare=prepared.append, run=run,
+                     settle=settle, inference_mode="forward", threads=[1, 2])
+    assert [(c.mode, c.threads) for c in got] == [("forward", 1), ("forward", 2), ("train", 1), ("train", 2)]
+    assert len({p for _, _, p in seen}) == 1                       # one build ...
+    assert len(list((tmp_path / "cache").rglob("manifest.json"))) == 1   # ... made once
+    assert [n.name for n in prepared] == ["linreg"]                 # prepared once
+
+
+def test_no_loss_layer_settles_train_before_any_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    net = N.from_text(NO_LOSS)
+    got = cases.walk([net], None, ["train"], prepare=lambda n: n,
+                     run=lambda *a: pytest.fail(f"ran {a[0]}"),
+                     settle=lambda case, p, s: (case.engine, s), inference_mode="infer")
+    assert [e for e, _ in got] == list(E.ENGINES)
+    assert {s for _, s in got} == {cases.Settled("skipped", "the network has no loss layer; use --mode infer")}
+    assert not (tmp_path / "cache").exists()                        # nothing was built
+
+
+def test_verify_and_bench_skip_the_same_cases_with_the_same_reasons():
+    require_engine("onnx")
+    [v] = verifier.verify(["linreg"], ["onnx"], mode="train")
+    [b] = benchmark.bench(["linreg"], ["onnx"], mode="train", batch=2)
+    assert v.status == b["status"] == "skipped" and v.reason == b["reason"] and "inference only" in v.reason
+    assert b.get("median_s") is None
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"atol": -1.0}, "atol"), ({"rtol": math.nan}, "rtol"), ({"threads": 0}, "threads"),
+    ({"timeout": 0}, "timeout"), ({"batch": 0}, "batch"), ({"device": "tpu"}, "device"),
+    ({"mode": "fast"}, "mode"), ({"engines_": ["nosuch"]}, "nosuch"),
+])
+def test_verify_refuses_meaningless_options(kwargs, words):
+    with pytest.raises(UsageError, match=words):
+        verifier.verify(["linreg"], **{"engines_": ["onnx"], **kwargs})
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"threads": [1, 0]}, "threads"), ({"timeout": -5}, "timeout"), ({"batch": 0}, "batch"),
+    ({"device": "gpu-1"}, "device"), ({"mode": "forward"}, "mode"), ({"iters": 0}, "iters"),
+    ({"warmup": -1}, "warmup"),
+])
+def test_bench_refuses_meaningless_options(kwargs, words):
+    with pytest.raises(UsageError, match=words):
+        benchmark.bench(["linreg"], ["onnx"], **kwargs)
+
+
+def test_a_one_off_specs_build_is_used_then_removed(tmp_path, monkeypatch):
+    require_engine("torch")
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    spec = tmp_path / "noloss.prototxt"
+    spec.write_text(NO_LOSS)
+    used = []
+
+    def run(case, prepared, art):
+        assert (art.path / "manifest.json").is_file() and art.transient
+        used.append(art.path)
+        return case
+
+    cases.walk([str(spec)], ["torch"], ["forward"], prepare=lambda n: n, run=run,
+               settle=lambda c, p, s: pytest.fail(f"{c}: {s}"), inference_mode="forward")
+    assert len(used) == 1 and not used[0].exists()
