@@ -8,7 +8,8 @@ import math
 import pytest
 
 from conftest import require_engine
-from zoo import benchmark, cases, isolation, verifier
+import zoo
+from zoo import benchmark, cache, cases, isolation, verifier
 from zoo import engines as E
 from zoo import net as N
 from zoo.errors import UsageError
@@ -120,3 +121,14 @@ def test_a_one_off_specs_build_is_used_then_removed(tmp_path, monkeypatch):
     cases.walk([str(spec)], ["torch"], ["forward"], prepare=lambda n: n, run=run,
                settle=lambda c, p, s: pytest.fail(f"{c}: {s}"), inference_mode="forward")
     assert len(used) == 1 and not used[0].exists()
+
+
+def test_verify_of_a_one_off_spec_leaves_no_build_behind(tmp_path, monkeypatch):
+    """Engine builds and the float64 oracle's build of an import-like spec are transient."""
+    require_engine("torch")
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    spec = tmp_path / "mine.prototxt"
+    spec.write_text(zoo.load("linreg").text.replace('name: "linreg"', 'name: "mine"', 1))
+    results = zoo.verify([str(spec)], ["torch"], mode="both")
+    assert [r.status for r in results] == ["pass", "pass"], [r.reason for r in results]
+    assert cache.entries() == []

@@ -81,10 +81,10 @@ def test_a_wrong_parameter_is_caught_and_its_layer_named():
 
 
 def test_a_tampered_file_is_refused_by_the_runner_and_rebuilt_by_build():
-    from zoo import child
+    from zoo import isolation
     b = zoo.build("linreg", "onnx")
     (b.path / "model.onnx").write_bytes((b.path / "model.onnx").read_bytes() + b"\0")
-    r = child.run("onnx", "forward", {"artifact": str(b.path)}, {"x": np.zeros((1, 2), np.float32)})
+    r = isolation.run("onnx", "forward", {"artifact": str(b.path)}, {"x": np.zeros((1, 2), np.float32)})
     assert r.status == "error" and "does not match its manifest hash" in r.reason
     again = zoo.build("linreg", "onnx")      # a damaged cached build is rebuilt, not reused
     assert not again.reused

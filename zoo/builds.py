@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, cache, child, engines
+from . import __version__, cache, engines, isolation
 from . import net as N
 from . import weights as W
 from .errors import EngineUnavailable, SpecError, UsageError, ZooError
@@ -36,10 +36,12 @@ SPACE_MARGIN = 32 * 2**20         # spec, graph files, manifest
 
 
 class BuildFailed(ZooError):
-    def __init__(self, message: str, status: str = "error", stderr_tail: str = "",
-                 unsupported: bool = False):
+    """The engine's converter failed; `status` is the child's typed status (zoo/isolation.py:
+    "unsupported", "engine-unavailable", "error", "timeout" or "crashed")."""
+
+    def __init__(self, message: str, status: str = "error", stderr_tail: str = ""):
         super().__init__(message)
-        self.status, self.stderr_tail, self.unsupported = status, stderr_tail, unsupported
+        self.status, self.stderr_tail = status, stderr_tail
 
 
 class OutRefused(UsageError):
@@ -165,15 +167,16 @@ def _convert(net, eng, weights, tmp: Path, options, timeout, in_process, target)
     if in_process:
         import importlib
         return importlib.import_module(eng.converter_module).build(net, weights, tmp, options)
-    res = child.run(eng.name, "build", {"spec_text": net.text, "spec_file": str(net.path),
-                                        "weights_file": str(tmp / "weights.npz"),
-                                        "outdir": str(tmp), "options": options},
-                    timeout=timeout)
+    res = isolation.run(eng.name, "build", {"spec_text": net.text,
+                                            "spec_file": str(net.path) if net.path else net.name,
+                                            "weights_file": str(tmp / "weights.npz"),
+                                            "outdir": str(tmp), "options": options},
+                        timeout=timeout)
     if not res.ok:
         if cache.is_no_space(res.reason + "\n" + res.stderr_tail):
             raise OSError(28, "No space left on device")   # reported by build() with the sizes
         raise BuildFailed(f"{eng.name} build of {net.name} failed: {res.reason}", res.status,
-                          res.stderr_tail, unsupported=bool(res.result.get("unsupported")))
+                          res.stderr_tail)
     return res.result
 
 

@@ -92,8 +92,7 @@ def obtain_build(net: N.Net, engine: str, seed: int, timeout: float,
         leases.enter_context(art.lease())
         return art
     except BuildFailed as e:
-        status = "unsupported" if e.unsupported else e.status
-        return settle_child(status, str(e), e.stderr_tail, doing="build failed: ")
+        return settle_child(e.status, str(e), e.stderr_tail, doing="build failed: ")
     except ZooError as e:       # EngineUnavailable, no space, evicted before the lease
         return Settled("error", f"build failed: {e}")
 
@@ -133,21 +132,33 @@ def walk(names: list | None, engine_names: list[str] | None, modes: list[str], *
     results = []
     for name in names or N.S.zoo_names():
         net = name if isinstance(name, N.Net) else N.load(name)
-        prepared = prepare(net)
-        for eng in engs:
-            with _NativeFiles(net, eng.name, seed, timeout) as native:
-                for mode in modes:
-                    for t in threads:
-                        case = Case(net.name, eng.name, mode, t, time.perf_counter())
-                        if (why := skip_reason(net, eng, mode, inference_mode)) is not None:
-                            result = settle(case, prepared, Settled("skipped", why))
-                        elif isinstance(got := native.get(), Settled):
-                            result = settle(case, prepared, got)
-                        else:
-                            result = run(case, prepared, got)
-                        results.append(result)
-                        if progress:
-                            progress(result)
+        with contextlib.ExitStack() as per_network:
+            prepared = prepare(net)
+            if isinstance(prepared, contextlib.AbstractContextManager):   # e.g. verify's oracle build
+                per_network.enter_context(prepared)
+            results += _walk_engines(net, prepared, engs, modes, threads, run, settle,
+                                     inference_mode, seed, timeout, progress)
+    return results
+
+
+def _walk_engines(net, prepared, engs, modes, threads, run, settle, inference_mode, seed,
+                  timeout, progress) -> list:
+    """One network's cases, engine by engine: each engine's build made once, when needed."""
+    results = []
+    for eng in engs:
+        with _NativeFiles(net, eng.name, seed, timeout) as native:
+            for mode in modes:
+                for t in threads:
+                    case = Case(net.name, eng.name, mode, t, time.perf_counter())
+                    if (why := skip_reason(net, eng, mode, inference_mode)) is not None:
+                        result = settle(case, prepared, Settled("skipped", why))
+                    elif isinstance(got := native.get(), Settled):
+                        result = settle(case, prepared, got)
+                    else:
+                        result = run(case, prepared, got)
+                    results.append(result)
+                    if progress:
+                        progress(result)
     return results
 
 

@@ -21,17 +21,18 @@ cannot resolve the tolerance, the case is judged at what it can resolve, and say
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from . import cases, compare, data, engines, isolation, options, reference
+from . import cache, cases, compare, data, engines, isolation, options, reference
 from . import net as N
 from . import tolerances as T
 from . import weights as W
-from .builds import BuildFailed, build
+from .builds import BuildFailed, build, one_off
 from .errors import ZooError
 
 DEFAULT_BATCH = 2
@@ -67,8 +68,10 @@ class CaseResult:
 
 
 @dataclass
-class Problem:
-    """One network prepared once for all engines: batch, weights, inputs, reference."""
+class Problem(contextlib.AbstractContextManager):
+    """One network prepared once for all engines: batch, weights, inputs, reference. A
+    context: the oracle's build is leased while the network's cases run, and removed after
+    them when the network is a one-off spec (cases.walk enters and leaves it)."""
     net: N.Net
     netb: N.Net
     weights: dict
@@ -76,6 +79,10 @@ class Problem:
     ref: dict
     oracle: dict | None = None          # {"losses", "weights", "artifact"} or {"error": str}
     conditioning: dict | None = None    # {"S": float, "where": str} or {"error": str}
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def __exit__(self, *exc) -> None:
+        self.resources.close()
 
 
 def _prepare(name, batch: int, seed: int) -> Problem:
@@ -127,7 +134,11 @@ def _oracle(p: Problem, seed: int, timeout: float) -> dict:
         p.oracle = {"error": f"the training oracle (PyTorch float64) is unavailable: {why}"}
         return p.oracle
     try:
-        art = build(p.net, ORACLE_ENGINE, seed=seed, options={"dtype": "float64"}, timeout=timeout)
+        art = build(p.net, ORACLE_ENGINE, seed=seed, options={"dtype": "float64"}, timeout=timeout,
+                    transient=one_off(p.net))
+        if art.transient:   # closed last-in first-out: the lease ends, then the build goes
+            p.resources.callback(cache.discard_transient, [art])
+        p.resources.enter_context(art.lease())
     except (BuildFailed, ZooError) as e:
         p.oracle = {"error": f"the training oracle could not be built: {e}"}
         return p.oracle
