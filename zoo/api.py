@@ -58,15 +58,28 @@ def show(name_or_path: str | Path, batch: int = 1) -> dict:
 
 
 def validate(paths: list[str | Path]) -> list[tuple[str, SpecError | None]]:
-    """(path, None) for each valid spec, (path, error) for each invalid one."""
+    """(path, None) for each valid spec, (path, error) for each invalid one. Checks all that
+    can be checked without an engine: the spec, and its weights file's names, dtypes and
+    shapes (from the members' headers; no data is read)."""
     out = []
     for p in paths:
         try:
-            load(p)
+            _check_weights_file(load(p))
             out.append((str(p), None))
         except SpecError as e:
             out.append((str(p), e))
     return out
+
+
+def _check_weights_file(net: Net) -> None:
+    from . import weights as W
+
+    wf = net.weights_file
+    if wf is None:
+        return
+    if not wf.exists() and not wf.is_symlink():
+        raise SpecError(f"weights {net.proto.weights!r}: no such file ({wf})", file=net.source.file)
+    W.inspect(wf, net)
 
 
 def convert(path: str | Path, to: str) -> str:

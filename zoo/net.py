@@ -8,7 +8,9 @@ parameter count and FLOPs. Engine-free.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +20,15 @@ from . import spec as S
 from . import spec_pb2
 from .errors import SpecError
 
+# The network's name becomes file and folder names (imports, builds). The rule, stated the
+# same in specs/zoo.proto: a letter or digit, then letters, digits, '-', '_', '.'; at most 128.
+# Upper case is accepted: importers keep a model's own name (Caffe's "LeNet").
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-PARAM_FIELDS = [f.name for f in spec_pb2.LayerSpec.DESCRIPTOR.fields if f.name.endswith("_param")]
+NAME_RULE = "a letter or digit, then letters, digits, '-', '_' or '.', at most 128 characters"
+MAX_BLOB_ELEMENTS = 2**48   # per blob and per weight: far above any real network, far below
+                            # where int64 shape arithmetic wraps
+FLOAT32, INT64 = spec_pb2.InputParam.FLOAT32, spec_pb2.InputParam.INT64
+DTYPE_NAMES = {FLOAT32: "FLOAT32", INT64: "INT64"}
 REFUSED_TYPES = {"Python": "type 'Python' runs code from a module and is never accepted"}
 
 
@@ -56,6 +65,7 @@ class Net:
         self.train = proto.train            # unset fields read as the schema's defaults
         self.layers: list[Layer] = []
         self.shapes: dict[str, tuple] = {}
+        self.dtypes: dict[str, int] = {}    # blob -> InputParam.DType (FLOAT32 or INT64)
         self._validate()
 
     # --- validation -------------------------------------------------------------------
@@ -69,26 +79,42 @@ class Net:
         if not self.proto.name:
             raise self._err("the spec has no name (name: \"...\")")
         if not NAME_RE.match(self.proto.name):
-            raise self._err(f"name {self.proto.name!r} may hold letters, digits, '-', '_', '.'")
+            raise self._err(f"name {self.proto.name!r} is not a valid name: {NAME_RULE}")
         if self.proto.weights:
             wp = Path(self.proto.weights)
             if wp.is_absolute() or ".." in wp.parts:
                 raise self._err(f"weights {self.proto.weights!r} must be a path inside the spec's folder")
+        self._check_train()
         layers = [self._make_layer(i, lp) for i, lp in enumerate(self.proto.layer)]
         if not layers:
             raise self._err("the spec has no layers")
         self.layers = self._toposort(layers)
         for layer in self.layers:
             self._infer(layer)
+            self._check_dtypes(layer)
         if not any(layer.kind.is_input for layer in self.layers):
             raise self._err("the spec has no Input layer")
         if not self.outputs:
             raise self._err("the spec has no output: every blob is consumed or is a loss")
 
+    def _check_train(self) -> None:
+        """Values every engine's training step reads: finite (a spec with `lr: inf` would
+        convert to a JSON file that is refused), and batch sizes that can be used."""
+        bad = _non_finite(self.proto.train, "train")
+        if bad:
+            raise self._err(f"{bad}: training values must be finite numbers")
+        for f in ("batch_cpu", "batch_gpu"):
+            if getattr(self.proto.train, f) <= 0:
+                raise self._err(f"train.{f} must be > 0, got {getattr(self.proto.train, f)}")
+
     def _make_layer(self, index: int, lp) -> Layer:
         name, type_ = lp.name, lp.type
         if not name:
             raise self._err("a layer has no name", index)
+        bad = _non_finite(lp, "")
+        if bad:
+            raise self._err(f"{bad.lstrip('.')}: values must be finite numbers", index,
+                            name=name, type_=type_ or None)
         if not type_:
             raise self._err("the layer has no type", index, name=name)
         if type_ in REFUSED_TYPES:
@@ -97,9 +123,10 @@ class Net:
             raise self._err(f"unknown layer type {type_!r}; known types: "
                             f"{', '.join(sorted(L.REGISTRY))}", index, name=name, type_=type_)
         kind = L.REGISTRY[type_]
-        for f in PARAM_FIELDS:
-            if lp.HasField(f) and f != kind.param_field:
-                raise self._err(f"{f} does not apply to a {type_} layer", index, name=name, type_=type_)
+        for fd, _ in lp.ListFields():     # the fields set: one call, not one per *_param
+            if fd.name.endswith("_param") and fd.name != kind.param_field:
+                raise self._err(f"{fd.name} does not apply to a {type_} layer", index, name=name,
+                                type_=type_)
         p = getattr(lp, kind.param_field) if kind.param_field else None
         for req in kind.required:
             if not p.HasField(req):
@@ -119,6 +146,37 @@ class Net:
         return layer
 
     def _toposort(self, layers: list[Layer]) -> list[Layer]:
+        """Layers in data-flow order (depth-first, post-order from the spec's order).
+        Iterative and linear in layers + edges: specs may list 100,000 layers backwards."""
+        producer = self._producers(layers)
+        visiting, done = 1, 2
+        order, state = [], {}
+        for root in layers:
+            if root.name in state:
+                continue
+            state[root.name] = visiting
+            stack = [(root, 0)]    # (layer, index of its next bottom to visit)
+            while stack:
+                layer, i = stack[-1]
+                if i == len(layer.bottoms):
+                    stack.pop()
+                    state[layer.name] = done
+                    order.append(layer)
+                    continue
+                stack[-1] = (layer, i + 1)
+                dep = producer[layer.bottoms[i]]
+                seen = state.get(dep.name)
+                if seen is None:
+                    state[dep.name] = visiting
+                    stack.append((dep, 0))
+                elif seen == visiting:
+                    path = [l.name for l, _ in stack]
+                    cycle = path[path.index(dep.name):] + [dep.name]
+                    raise self._err(f"cycle: {' -> '.join(cycle)}", layer=dep)
+        return order
+
+    def _producers(self, layers: list[Layer]) -> dict[str, Layer]:
+        """{blob: the layer producing it}; each layer name and blob once, every bottom known."""
         names, producer = {}, {}
         for layer in layers:
             if layer.name in names:
@@ -134,34 +192,10 @@ class Net:
         for layer in layers:
             for b in layer.bottoms:
                 if b not in producer:
-                    raise self._err(f"bottom {b!r} is not produced by any layer", layer=layer)
-        order, state = [], {}   # state: 1 visiting, 2 done
-
-        def visit(layer: Layer, chain: list[str]) -> None:
-            # iterative depth-first search would be longer; specs are shallow enough for
-            # recursion only up to their depth, so guard it explicitly
-            if state.get(layer.name) == 2:
-                return
-            if state.get(layer.name) == 1:
-                cycle = chain[chain.index(layer.name):] + [layer.name]
-                raise self._err(f"cycle: {' -> '.join(cycle)}", layer=layer)
-            if len(chain) > 100000:
-                raise self._err("graph too deep", layer=layer)
-            state[layer.name] = 1
-            for b in layer.bottoms:
-                visit(producer[b], chain + [layer.name])
-            state[layer.name] = 2
-            order.append(layer)
-
-        import sys
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 4 * len(layers) + 100))
-        try:
-            for layer in layers:
-                visit(layer, [])
-        finally:
-            sys.setrecursionlimit(limit)
-        return order
+                    close = difflib.get_close_matches(b, producer, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise self._err(f"bottom {b!r} is not produced by any layer{hint}", layer=layer)
+        return producer
 
     def _infer(self, layer: Layer) -> None:
         layer.in_shapes = [self.shapes[b] for b in layer.bottoms]
@@ -174,10 +208,42 @@ class Net:
             if any(d <= 0 for d in s):
                 raise self._err(f"output {t!r} would have shape {s}: sizes must be > 0",
                                 layer=layer)
+            if math.prod(s) > MAX_BLOB_ELEMENTS:
+                raise self._err(f"output {t!r} would have shape {s}, {math.prod(s)} elements: "
+                                f"more than zoo's limit of 2**48 per blob", layer=layer)
             self.shapes[t] = s
+        for w in layer.weights:
+            if math.prod(w.shape) > MAX_BLOB_ELEMENTS:
+                raise self._err(f"weight {w.name!r} would have shape {w.shape}: more than "
+                                f"zoo's limit of 2**48 elements", layer=layer)
         layer.macs = layer.kind.macs(layer.p, layer.in_shapes, layer.out_shapes)
         layer.flops = 2 * layer.macs + layer.kind.elementwise_flops(layer.p, layer.in_shapes,
                                                                    layer.out_shapes)
+
+    def _check_dtypes(self, layer: Layer) -> None:
+        """INT64 blobs (class labels, token ids) go only where they are read as integers:
+        an Embedding's ids and a SoftmaxWithLoss's labels, which must be INT64."""
+        if layer.kind.is_input:
+            self.dtypes[layer.tops[0]] = layer.p.dtype
+            return
+        wants = [FLOAT32] * len(layer.bottoms)
+        if layer.type == "Embedding":
+            wants = [INT64]
+        elif layer.type == "SoftmaxWithLoss":
+            wants = [FLOAT32, INT64]
+        for i, (b, want) in enumerate(zip(layer.bottoms, wants)):
+            got = self.dtypes[b]
+            if got == want:
+                continue
+            if want == INT64:
+                what = "labels (class ids)" if layer.type == "SoftmaxWithLoss" else "token ids"
+                raise self._err(f"bottom {b!r} holds its {what} and must be INT64, but is "
+                                f"{DTYPE_NAMES[got]}: declare it as an Input with dtype: INT64",
+                                layer=layer)
+            raise self._err(f"bottom {b!r} is INT64 (ids or labels); {layer.type} computes on "
+                            "FLOAT32 blobs", layer=layer)
+        for t in layer.tops:
+            self.dtypes[t] = FLOAT32
 
     # --- derived views ----------------------------------------------------------------
     @property
@@ -199,7 +265,8 @@ class Net:
 
     @property
     def data_inputs(self) -> list[str]:
-        return [l.tops[0] for l in self.inputs if l.tops[0] not in self.labels]
+        labels = set(self.labels)
+        return [l.tops[0] for l in self.inputs if l.tops[0] not in labels]
 
     @property
     def deploy_layers(self) -> list[Layer]:
@@ -280,7 +347,7 @@ class Net:
     def with_batch(self, batch: int) -> "Net":
         """The same network with every input's batch size replaced."""
         if batch <= 0:
-            raise SpecError(f"batch must be > 0, got {batch}")
+            raise SpecError(f"batch must be > 0, got {batch}", file=self.source.file)
         proto = copy.deepcopy(self.proto)
         for lp in proto.layer:
             if lp.type == "Input":
@@ -298,13 +365,36 @@ class Net:
 
     @property
     def weights_file(self) -> Path | None:
+        """The spec's weights file, which must stay inside the spec's folder once symbolic
+        links are resolved (as `zoo import` requires of ONNX external data)."""
         if not self.proto.weights:
             return None
         base = self.path.parent if self.path else Path.cwd()
-        return base / self.proto.weights
+        full = base / self.proto.weights
+        if not full.resolve().is_relative_to(base.resolve()):
+            raise SpecError(f"weights {self.proto.weights!r} leads outside the spec's folder "
+                            f"(to {full.resolve()}) through a symbolic link; refused",
+                            file=self.source.file)
+        return full
 
     def __repr__(self) -> str:
         return f"<Net {self.name}: {len(self.layers)} layers, {self.params:,} params>"
+
+
+def _non_finite(msg, prefix: str) -> str | None:
+    """The dotted path of the first float field holding inf or NaN, else None."""
+    for fd, value in msg.ListFields():
+        path = f"{prefix}.{fd.name}"
+        if fd.message_type is not None:
+            for i, m in enumerate(value if fd.is_repeated else [value]):
+                bad = _non_finite(m, f"{path}[{i}]" if fd.is_repeated else path)
+                if bad:
+                    return bad
+        elif fd.cpp_type in (fd.CPPTYPE_FLOAT, fd.CPPTYPE_DOUBLE):
+            for i, v in enumerate(value if fd.is_repeated else [value]):
+                if not math.isfinite(v):
+                    return f"{path}[{i}] is {v}" if fd.is_repeated else f"{path} is {v}"
+    return None
 
 
 def _drop_defaults(msg) -> None:

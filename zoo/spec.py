@@ -44,7 +44,16 @@ class Source:
 def _scan_prototxt(text: str, file: str) -> list[int]:
     """Line numbers of the top-level `layer {` blocks; refuses absurd nesting up front
     (protobuf's recursive parser would otherwise hit Python's recursion limit)."""
-    lines, depth, line = [], 0, 1
+    return _scan(text, file)[0]
+
+
+def _scan(text: str, file: str) -> tuple[list[int], str | None, int | None]:
+    """(line of each top-level `layer`, a hint about an unclosed brace, its line).
+
+    The hint is used only when protobuf's parser fails: a `layer` inside another block, or
+    a block still open at the end, means a missing '}' whose line protobuf cannot name."""
+    lines, opened, line = [], [], 1
+    hint = hint_line = None
     i, n = 0, len(text)
     token_re = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
     while i < n:
@@ -62,40 +71,45 @@ def _scan_prototxt(text: str, file: str) -> list[int]:
             i = j + 1
             continue
         elif ch in "{<":
-            depth += 1
-            if depth > MAX_NESTING:
+            opened.append(line)
+            if len(opened) > MAX_NESTING:
                 raise SpecError(f"nesting deeper than {MAX_NESTING} levels", file=file, line=line)
         elif ch in "}>":
-            depth -= 1
-        elif depth == 0 and (m := token_re.match(text, i)):
+            if opened:
+                opened.pop()
+        elif m := token_re.match(text, i):
             if m.group() == "layer":
-                lines.append(line)
+                if not opened:
+                    lines.append(line)
+                elif hint is None:
+                    hint, hint_line = (f"this block is not closed: 'layer' at line {line} is inside "
+                                       "it (missing '}')"), opened[0]
             i = m.end()
             continue
         i += 1
-    return lines
+    if opened and hint is None:
+        hint, hint_line = "this block is never closed (missing '}')", opened[-1]
+    return lines, hint, hint_line
 
 
 def _read(path: Path) -> str:
+    from .files import read_bytes
+
+    data = read_bytes(path, MAX_SPEC_BYTES, lambda msg: SpecError(msg, file=str(path)))
     try:
-        st = path.stat()
-    except OSError as e:
-        raise SpecError(f"cannot read: {e.strerror}", file=str(path)) from None
-    if st.st_size > MAX_SPEC_BYTES:
-        raise SpecError(f"file is {st.st_size} bytes; specs are at most {MAX_SPEC_BYTES}",
-                        file=str(path))
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise SpecError(f"cannot read as UTF-8 text: {e}", file=str(path)) from None
 
 
 def parse_prototxt(text: str, file: str = "<spec>") -> tuple[spec_pb2.NetSpec, Source]:
-    layer_lines = _scan_prototxt(text, file)
+    layer_lines, hint, hint_line = _scan(text, file)
     msg = spec_pb2.NetSpec()
     try:
         text_format.Parse(text, msg)
     except text_format.ParseError as e:
+        if hint is not None:
+            raise SpecError(hint, file=file, line=hint_line) from None
         # protobuf says "LINE:COL : message"; keep its words, put the place in front
         m = re.match(r"(\d+):(\d+) : (.*)", str(e), re.S)
         if m:

@@ -10,15 +10,18 @@ the layer type documents in specs/zoo.proto. The initialisers (zoo/layers/*.py) 
 Every tensor draws from its own generator, seeded by (seed, crc32 of its key), so a tensor's
 values do not depend on the other layers of the network. Values are float32.
 
-Files are .npz read with allow_pickle=False; names, shapes and dtypes are checked against
-the spec.
+Files are .npz (zip archives of .npy members), read without numpy's loader: each member's
+header (name, dtype, shape, declared size) is checked against the spec before its data is
+decompressed, the total is bounded, and object arrays (pickles) are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -58,19 +61,107 @@ def save(weights: dict[str, np.ndarray], path: str | Path) -> None:
 
 
 def load(path: str | Path, net=None) -> dict[str, np.ndarray]:
-    path = Path(path)
+    """The arrays of a .npz, each member's header checked (against the spec's weights when
+    `net` is given) before a byte of its data is decompressed or allocated."""
+    return _read_npz(Path(path), net, with_data=True)
+
+
+def inspect(path: str | Path, net) -> None:
+    """Every check `load` makes, reading only the members' headers (for `zoo validate`)."""
+    _read_npz(Path(path), net, with_data=False)
+
+
+def _read_npz(path: Path, net, with_data: bool) -> dict[str, np.ndarray]:
+    from .files import open_regular
+
+    file = str(path)
+    with open_regular(path, lambda msg: SpecError(msg, file=file)) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_WEIGHTS_BYTES:
+            raise SpecError(f"weights file of {size} bytes is over the limit of "
+                            f"{MAX_WEIGHTS_BYTES}", file=file)
+        try:
+            with zipfile.ZipFile(f) as zf:
+                return _read_members(zf, file, net, with_data)
+        except SpecError:
+            raise
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error,
+                NotImplementedError, RuntimeError) as e:
+            # RuntimeError: zipfile's refusal of encrypted members
+            raise SpecError(f"cannot read weights (a .npz of float32 arrays): "
+                            f"{type(e).__name__}: {e}", file=file) from None
+
+
+def _read_members(zf: zipfile.ZipFile, file: str, net, with_data: bool) -> dict[str, np.ndarray]:
+    specs = net.weight_specs() if net is not None else None
+    out, total = {}, 0
+    members = {}
+    for info in zf.infolist():
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if key in members:
+            raise SpecError(f"member {info.filename!r} appears twice", file=file)
+        if specs is not None and key not in specs:
+            raise SpecError(f"weights do not match the spec: unexpected {key!r}", file=file)
+        members[key] = info
+    if specs is not None:
+        missing = sorted(set(specs) - set(members))
+        if missing:
+            raise SpecError(f"weights do not match the spec: missing {missing[:5]}"
+                            + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""),
+                            file=file)
+    for key, info in members.items():
+        total += info.file_size
+        if total > MAX_WEIGHTS_BYTES:
+            raise SpecError(f"weights decompress to more than {MAX_WEIGHTS_BYTES} bytes", file=file)
+        want = tuple(specs[key].shape) if specs is not None else None
+        with zf.open(info) as m:
+            shape, fortran, nbytes = _member_header(m, info, key, want, file)
+            if with_data:
+                out[key] = _member_data(m, shape, fortran, nbytes, key, file)
+    return out
+
+
+def _member_header(m, info, key: str, want, file: str) -> tuple[tuple, bool, int]:
+    """(shape, fortran order, data bytes) from a member's .npy header, refused unless it is
+    float32 of the expected shape and its declared size agrees."""
+    from numpy.lib import format as npy
+
+    layer = key.split(".")[0]
     try:
-        if path.stat().st_size > MAX_WEIGHTS_BYTES:
-            raise SpecError(f"weights file larger than {MAX_WEIGHTS_BYTES} bytes", file=str(path))
-        with np.load(path, allow_pickle=False) as z:
-            weights = {k: z[k] for k in z.files}
-    except SpecError:
-        raise
-    except (OSError, ValueError, zlib.error) as e:
-        raise SpecError(f"cannot read weights (.npz without pickles): {e}", file=str(path)) from None
-    if net is not None:
-        check(weights, net, str(path))
-    return weights
+        version = npy.read_magic(m)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(m)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy.read_array_header_2_0(m)
+        else:
+            raise ValueError(f".npy format version {version} is not read")
+    except ValueError as e:
+        raise SpecError(f"{key}: not a .npy array: {e}", file=file, layer=layer) from None
+    if dtype.hasobject:
+        raise SpecError(f"{key} holds Python objects (a pickle); weights are float32 arrays",
+                        file=file, layer=layer)
+    if dtype != np.float32 or (want is not None and tuple(shape) != want):
+        need = f"float32{list(want)}" if want is not None else "float32"
+        raise SpecError(f"{key} is {dtype}{list(shape)}, the spec needs {need}", file=file,
+                        layer=layer)
+    nbytes = 4 * math.prod(shape)
+    if info.file_size != m.tell() + nbytes:
+        raise SpecError(f"{key}: the archive says {info.file_size} bytes, its header "
+                        f"{m.tell() + nbytes}", file=file, layer=layer)
+    return tuple(shape), fortran, nbytes
+
+
+def _member_data(m, shape: tuple, fortran: bool, nbytes: int, key: str, file: str) -> np.ndarray:
+    buf = bytearray(nbytes)
+    view, got = memoryview(buf), 0
+    while got < nbytes:
+        n = m.readinto(view[got:got + (1 << 24)])
+        if not n:
+            raise SpecError(f"{key}: data ends after {got} of {nbytes} bytes", file=file,
+                            layer=key.split(".")[0])
+        got += n
+    a = np.frombuffer(buf, dtype=np.float32).reshape(shape, order="F" if fortran else "C")
+    return np.ascontiguousarray(a)
 
 
 def check(weights: dict[str, np.ndarray], net, file: str = "<weights>") -> None:

@@ -19,10 +19,12 @@ inside it is refused. LSTM blobs W_xc, b_c, W_hc have gates i, f, o, g (zoo: i, 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
+from .. import spec_pb2
 from ..errors import ImportRefused
 from .common import SpecBuilder, check_file, write
 
@@ -35,6 +37,7 @@ V1_TYPES = {"CONVOLUTION": "Convolution", "INNER_PRODUCT": "InnerProduct", "POOL
             "EUCLIDEAN_LOSS": "EuclideanLoss", "ACCURACY": "Accuracy", "PYTHON": "Python",
             "MEMORY_DATA": "MemoryData", "IMAGE_DATA": "ImageData", "HDF5_DATA": "HDF5Data"}
 DATA_TYPES = {"Data", "ImageData", "MemoryData", "HDF5Data", "WindowData", "DummyData"}
+ZP = spec_pb2.PoolingParam
 DROPPED = {"Accuracy", "Silence"}     # metrics and sinks: no part of the network's function
 
 
@@ -42,8 +45,7 @@ def _read_net(path: Path):
     from google.protobuf import text_format
 
     from ..converters import caffe_pb2
-    check_file(path, MAX_PROTOTXT_BYTES)
-    text = path.read_text(errors="replace")
+    text = check_file(path, MAX_PROTOTXT_BYTES).decode("utf-8", errors="replace")
     from ..spec import _scan_prototxt   # refuses absurd nesting before protobuf recurses
     from ..errors import SpecError
     try:
@@ -62,10 +64,10 @@ def _read_weights(path: Path) -> dict[str, list[np.ndarray]]:
     from google.protobuf.message import DecodeError
 
     from ..converters import caffe_pb2
-    check_file(path)
+    data = check_file(path)
     model = caffe_pb2.NetParameter()
     try:
-        model.ParseFromString(path.read_bytes())
+        model.ParseFromString(data)
     except (DecodeError, RecursionError) as e:
         raise ImportRefused(f"{path}: not a .caffemodel ({e})") from None
     out = {}
@@ -73,8 +75,10 @@ def _read_weights(path: Path) -> dict[str, list[np.ndarray]]:
         blobs = []
         for b in layer.blobs:
             shape = list(b.shape.dim) or [d for d in (b.num, b.channels, b.height, b.width)]
+            if any(d < 0 for d in shape):
+                raise ImportRefused(f"{path}: layer {layer.name!r}: blob shape {shape} has a negative size")
             data = np.asarray(b.data if len(b.data) else b.double_data, dtype=np.float32)
-            if data.size != int(np.prod(shape)):
+            if data.size != math.prod(shape):     # Python integers: int64 products wrap
                 raise ImportRefused(f"{path}: layer {layer.name!r}: blob of {data.size} values for shape {shape}")
             blobs.append(data.reshape(shape))
         if blobs:
@@ -241,19 +245,22 @@ class _Mapper:
                 self.b.weight(spec, "bias", ws[1].reshape(-1))
 
     def op_Pooling(self, name, xs, tops, lp):
+        from ..converters import caffe_pb2
         p = lp.pooling_param
-        if p.pool not in (0, 1):
-            raise _Skip("STOCHASTIC pooling")
+        method = caffe_pb2.PoolingParameter.PoolMethod.Name(p.pool)
+        if method not in ("MAX", "AVE"):
+            raise _Skip(f"{method} pooling")
+        pool = ZP.PoolMethod.Value(method)
         if p.global_pooling:
-            self._out(name, "Pooling", xs, tops, 4, pooling_param={"pool": int(p.pool), "global_pooling": True})
+            self._out(name, "Pooling", xs, tops, 4, pooling_param={"pool": pool, "global_pooling": True})
             return
         k = p.kernel_size or p.kernel_h
         if p.kernel_h and p.kernel_w and p.kernel_h != p.kernel_w:
             raise _Skip("non-square kernel")
-        params = {"pool": int(p.pool), "kernel_size": int(k), "stride": int(p.stride or p.stride_h or 1),
-                  "pad": int(p.pad or p.pad_h), "round_mode": 2 if p.ceil_mode else 1}
-        if p.pool == 1 and (params["pad"] > 0 or p.ceil_mode):
-            params["avg_divisor"] = 1     # Caffe counts the padding (only then does it matter)
+        params = {"pool": pool, "kernel_size": int(k), "stride": int(p.stride or p.stride_h or 1),
+                  "pad": int(p.pad or p.pad_h), "round_mode": ZP.CEIL if p.ceil_mode else ZP.FLOOR}
+        if pool == ZP.AVE and (params["pad"] > 0 or p.ceil_mode):
+            params["avg_divisor"] = ZP.PADDED   # Caffe counts the padding (only then does it matter)
         self._out(name, "Pooling", xs, tops, 4, pooling_param=params)
 
     def op_ReLU(self, name, xs, tops, lp):
@@ -269,7 +276,8 @@ class _Mapper:
 
     def op_LRN(self, name, xs, tops, lp):
         p = lp.lrn_param
-        if p.norm_region != 0:
+        from ..converters import caffe_pb2
+        if p.norm_region != caffe_pb2.LRNParameter.ACROSS_CHANNELS:
             raise _Skip("WITHIN_CHANNEL LRN")
         self._out(name, "LRN", xs, tops, 4, lrn_param={"local_size": int(p.local_size), "alpha": float(p.alpha),
                                                        "beta": float(p.beta), "k": float(p.k)})
@@ -308,7 +316,9 @@ class _Mapper:
 
     def op_Eltwise(self, name, xs, tops, lp):
         p = lp.eltwise_param
-        params = {"operation": int(p.operation)}
+        from ..converters import caffe_pb2
+        op = caffe_pb2.EltwiseParameter.EltwiseOp.Name(p.operation)
+        params = {"operation": spec_pb2.EltwiseParam.EltwiseOp.Value(op)}   # same names
         if len(p.coeff):
             params["coeff"] = [float(c) for c in p.coeff]
         self._out(name, "Eltwise", xs, tops, self.rank.get(xs[0], 4), eltwise_param=params)
@@ -351,7 +361,7 @@ class _Mapper:
             raise _Skip("Embed with a bias")
         producer = next(l for l in self.b.spec.layer if l.top[0] == xs[0])
         if producer.type == "Input":
-            producer.input_param.dtype = producer.input_param.INT64     # token ids
+            producer.input_param.dtype = spec_pb2.InputParam.INT64     # token ids
         spec = self._out(name, "Embedding", xs, tops, 3, embedding_param={
             "input_dim": int(p.input_dim), "num_output": int(p.num_output)})
         ws = self.w(name, 1)
@@ -375,6 +385,10 @@ class _Mapper:
             self.b.weight(spec, "weight_hh", lstm_gates_from_caffe(ws[2]))
 
     def op_SoftmaxWithLoss(self, name, xs, tops, lp):
+        if len(xs) == 2:    # Caffe feeds labels as floats; zoo's labels are INT64 class ids
+            producer = next(l for l in self.b.spec.layer if l.top[0] == xs[1])
+            if producer.type == "Input":
+                producer.input_param.dtype = spec_pb2.InputParam.INT64
         self._out(name, "SoftmaxWithLoss", xs, tops, 0)
 
     def op_EuclideanLoss(self, name, xs, tops, lp):

@@ -25,16 +25,16 @@ from ..errors import ImportRefused
 MAX_MODEL_BYTES = 4 * 2**30
 
 
-def check_file(path: Path, limit: int = MAX_MODEL_BYTES) -> int:
-    try:
-        st = path.lstat()
-    except OSError as e:
-        raise ImportRefused(f"{path}: cannot read: {e.strerror}") from None
-    if not path.is_file() or path.is_symlink():
-        raise ImportRefused(f"{path}: not a regular file")
-    if st.st_size > limit:
-        raise ImportRefused(f"{path}: {st.st_size} bytes is over the import limit of {limit}")
-    return st.st_size
+def check_file(path: Path, limit: int = MAX_MODEL_BYTES) -> bytes:
+    """The bytes of a model file: a regular file (not a link, FIFO or device), read with a
+    hard limit of `limit` bytes whatever its size claims."""
+    from ..files import read_bytes
+
+    if path.is_symlink():
+        raise ImportRefused(f"{path}: not a regular file (a symbolic link)")
+
+    return read_bytes(path, limit, lambda msg: ImportRefused(
+        f"{path}: {msg.replace('the limit', 'the import limit')}"), follow_symlinks=False)
 
 
 class SpecBuilder:

@@ -17,15 +17,20 @@ written unless everything maps.
 
 from __future__ import annotations
 
+import math
+import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from .. import spec_pb2
 from ..errors import ImportRefused
+from ..files import open_regular, read_at_most
 from ..layers.pooling import pool_out
 from .common import SpecBuilder, check_file
 
+PP, EW = spec_pb2.PoolingParam, spec_pb2.EltwiseParam
 EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 MAX_EXTERNAL_BYTES = 8 * 2**30
 FOLDABLE = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Reshape",
@@ -37,10 +42,10 @@ def _load(path: Path):
     import onnx
     from google.protobuf.message import DecodeError
 
-    check_file(path)
+    data = check_file(path)
     model = onnx.ModelProto()
     try:
-        model.ParseFromString(path.read_bytes())
+        model.ParseFromString(data)
     except (DecodeError, RecursionError, ValueError) as e:
         raise ImportRefused(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
     _load_external(model, path.parent)
@@ -66,30 +71,40 @@ def _load_external(model, base: Path) -> None:
                                 "path inside the model's folder")
         full = base / p
         try:
-            st = full.lstat()
+            full.lstat()
         except OSError:
             raise ImportRefused(f"tensor {t.name!r}: external data file {loc!r} does not exist") from None
         if full.is_symlink() or any(q.is_symlink() for q in full.parents if base in q.parents or q == base):
             raise ImportRefused(f"tensor {t.name!r}: external data {loc!r} goes through a symbolic link")
         if base_real not in full.resolve().parents:
             raise ImportRefused(f"tensor {t.name!r}: external data {loc!r} is outside the model's folder")
-        if st.st_nlink > 1:
-            raise ImportRefused(f"tensor {t.name!r}: external data {loc!r} is a hard link")
-        try:
-            offset, length = int(info.get("offset", 0)), int(info.get("length", st.st_size - int(info.get("offset", 0))))
-        except ValueError:
-            raise ImportRefused(f"tensor {t.name!r}: external data offset/length are not integers") from None
-        if offset < 0 or length < 0 or offset + length > st.st_size:
-            raise ImportRefused(f"tensor {t.name!r}: external data [{offset}, {offset + length}) is outside "
-                                f"{loc!r} ({st.st_size} bytes)")
-        total += length
-        if total > MAX_EXTERNAL_BYTES:
-            raise ImportRefused(f"external data over the limit of {MAX_EXTERNAL_BYTES} bytes")
-        with open(full, "rb") as f:
+        refuse = lambda msg: ImportRefused(f"tensor {t.name!r}: external data {loc!r}: {msg}")  # noqa: E731
+        with open_regular(full, refuse, follow_symlinks=False) as f:     # no FIFO, no device
+            st = os.fstat(f.fileno())
+            if st.st_nlink > 1:
+                raise ImportRefused(f"tensor {t.name!r}: external data {loc!r} is a hard link")
+            offset, length = _extent(t.name, info, st.st_size, loc)
+            total += length
+            if total > MAX_EXTERNAL_BYTES:
+                raise ImportRefused(f"external data over the limit of {MAX_EXTERNAL_BYTES} bytes")
             f.seek(offset)
-            t.raw_data = f.read(length)
+            t.raw_data = read_at_most(f, length)
+        if len(t.raw_data) != length:
+            raise ImportRefused(f"tensor {t.name!r}: external data {loc!r} changed while read")
         t.data_location = TensorProto.DEFAULT
         del t.external_data[:]
+
+
+def _extent(name: str, info: dict, size: int, loc: str) -> tuple[int, int]:
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info.get("length", size - offset))
+    except ValueError:
+        raise ImportRefused(f"tensor {name!r}: external data offset/length are not integers") from None
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ImportRefused(f"tensor {name!r}: external data [{offset}, {offset + length}) is outside "
+                            f"{loc!r} ({size} bytes)")
+    return offset, length
 
 
 def _attrs(node) -> dict:
@@ -98,10 +113,13 @@ def _attrs(node) -> dict:
 
 
 def _fold_constants(model, batch: int):
-    """Values known at import time: initializers, Constant nodes, and whatever folds."""
+    """Values known at import time: initializers, Constant nodes, and whatever folds.
+
+    Only what a kept (mapped) node or a graph output reads is folded, and each folded
+    output's size is computed from its inputs before the evaluator allocates it: the total
+    stays within FOLD_FLOOR_ELEMENTS or twice the model's own weights, whichever is more."""
     import onnx
     from onnx import numpy_helper
-    from onnx.reference import ReferenceEvaluator
 
     # concrete batch: a symbolic first dimension of every input is the import batch
     for inp in model.graph.input:
@@ -116,28 +134,149 @@ def _fold_constants(model, batch: int):
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
         shapes[vi.name] = dims
-    const = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    const = {}
+    for t in model.graph.initializer:
+        try:
+            const[t.name] = numpy_helper.to_array(t)
+        except (ValueError, TypeError) as e:
+            raise ImportRefused(f"initializer {t.name!r}: its data does not match its type and "
+                                f"shape ({e})") from None
+    budget = _Budget(max(FOLD_FLOOR_ELEMENTS, 2 * sum(v.size for v in const.values())))
+    nodes = list(model.graph.node)
+    plan = _fold_plan(nodes, set(const), shapes)
+    used = _used_by_kept(nodes, plan, {o.name for o in model.graph.output})
     remaining = []
-    for node in model.graph.node:
-        if node.op_type == "Shape" and shapes.get(node.input[0]) and None not in shapes[node.input[0]]:
+    for i, node in enumerate(nodes):
+        if plan[i] == "keep":
+            remaining.append(node)
+        elif i not in used:
+            continue                   # a constant nothing kept reads: never computed
+        elif plan[i] == "shape":
             a = _attrs(node)
             s = np.array(shapes[node.input[0]], dtype=np.int64)[a.get("start", 0):a.get("end", None)]
             const[node.output[0]] = s
-            continue
-        if node.op_type in FOLDABLE and all(i in const for i in node.input if i):
-            try:
-                ref = ReferenceEvaluator(onnx.helper.make_model(
-                    onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_tensor_value_info(o, 0, None)
-                                                               for o in node.output],
-                                           [numpy_helper.from_array(const[i], i) for i in node.input if i]),
-                    opset_imports=model.opset_import))
-                for o, v in zip(node.output, ref.run(None, {})):
-                    const[o] = np.asarray(v)
-                continue
-            except Exception:  # noqa: BLE001 - not foldable after all: map it instead
-                pass
-        remaining.append(node)
+        elif not (all(x in const for x in node.input if x) and _fold(node, const, budget, model)):
+            remaining.append(node)
     return const, remaining, shapes
+
+
+FOLD_FLOOR_ELEMENTS = 2**24   # constants any model may fold (shapes, small tables), weights or not
+
+
+class _Budget:
+    def __init__(self, limit: int):
+        self.limit, self.left = limit, limit
+
+    def spend(self, node, n: int) -> None:
+        if n > self.left:
+            raise ImportRefused(f"{node.op_type} node {node.name or node.output[0]!r}: folding it would "
+                                f"make {n} elements, over the limit of {self.limit} for constants "
+                                "(twice the model's weights, at least 2**24)")
+        self.left -= n
+
+
+def _fold_plan(nodes, known: set[str], shapes: dict) -> list[str]:
+    """Per node: "shape" (a Shape of a static shape), "fold" (a foldable op of values known
+    at import time) or "keep" (mapped to a layer)."""
+    plan = []
+    for node in nodes:
+        if node.op_type == "Shape" and shapes.get(node.input[0]) and None not in shapes[node.input[0]]:
+            plan.append("shape")
+        elif node.op_type in FOLDABLE and all(i in known for i in node.input if i):
+            plan.append("fold")
+        else:
+            plan.append("keep")
+            continue
+        known.update(node.output)
+    return plan
+
+
+def _used_by_kept(nodes, plan: list[str], outputs: set[str]) -> set[int]:
+    """Indices of the folding nodes whose values kept nodes or graph outputs read."""
+    producer = {o: i for i, n in enumerate(nodes) if plan[i] != "keep" for o in n.output}
+    wanted = set(outputs) | {x for i, n in enumerate(nodes) if plan[i] == "keep" for x in n.input}
+    stack = [producer[v] for v in wanted if v in producer]
+    used = set()
+    while stack:
+        i = stack.pop()
+        if i not in used:
+            used.add(i)
+            stack += [producer[x] for x in nodes[i].input if x in producer]
+    return used
+
+
+def _fold(node, const: dict, budget: _Budget, model) -> bool:
+    """Evaluate one node on constants, its output size bounded first; False if it cannot."""
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    n = _fold_size(node, const)
+    if n is None:
+        return False               # size not known beforehand: not folded (mapped or refused)
+    budget.spend(node, n)
+    try:
+        ref = ReferenceEvaluator(onnx.helper.make_model(
+            onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_tensor_value_info(o, 0, None)
+                                                       for o in node.output],
+                                   [numpy_helper.from_array(const[i], i) for i in node.input if i]),
+            opset_imports=model.opset_import))
+        values = [np.asarray(v) for v in ref.run(None, {})]
+    except Exception:  # noqa: BLE001 - not foldable after all: map it instead
+        return False
+    if sum(v.size for v in values) > n:
+        raise ImportRefused(f"{node.op_type} node {node.name or node.output[0]!r}: folded to more "
+                            f"elements than its inputs allow")
+    const.update(zip(node.output, values))
+    return True
+
+
+def _fold_size(node, const: dict) -> int | None:
+    """Elements of the node's outputs (an upper bound), from its constant inputs' values and
+    shapes, before anything is allocated; None if it cannot be told."""
+    xs = [const[i] for i in node.input if i]
+    a = _attrs(node)
+    op = node.op_type
+    try:
+        if op == "Constant":
+            t = a.get("value")
+            if t is not None:
+                return math.prod(t.dims)
+            if any(k in a for k in ("value_float", "value_int", "value_string")):
+                return 1
+            v = next((a[k] for k in ("value_floats", "value_ints", "value_strings") if k in a), None)
+            return len(v) if v is not None else None     # sparse_value: not folded
+        if op == "ConstantOfShape":
+            dims = [int(d) for d in xs[0].reshape(-1)]
+            return math.prod(dims) if all(d >= 0 for d in dims) else None
+        if op == "Expand":
+            out = _broadcast(xs[0].shape, [int(d) for d in xs[1].reshape(-1)])
+            return None if out is None else math.prod(out)
+        if op == "Range":
+            start, limit, delta = (float(np.asarray(x).reshape(())) for x in xs)
+            steps = (limit - start) / delta if delta else math.inf
+            return max(math.ceil(steps), 0) if math.isfinite(steps) else None
+        if op in ("Mul", "Add", "Sub", "Div", "Equal", "Where"):
+            out = _broadcast(*(x.shape for x in xs))
+            return None if out is None else math.prod(out)
+        if op == "Gather":
+            data, idx = xs
+            axis = int(a.get("axis", 0)) % max(data.ndim, 1)
+            return idx.size * math.prod(data.shape[:axis] + data.shape[axis + 1:])
+    except (ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError):
+        return None
+    return sum(x.size for x in xs) + 64   # moves or reduces its inputs; Shape/Size are small
+
+
+def _broadcast(*shapes) -> list[int] | None:
+    rank = max(len(s) for s in shapes)
+    out = []
+    for dims in zip(*[(1,) * (rank - len(s)) + tuple(int(d) for d in s) for s in shapes]):
+        big = {d for d in dims if d != 1}
+        if len(big) > 1 or any(d < 0 for d in big):
+            return None
+        out.append(big.pop() if big else 1)
+    return out
 
 
 def import_onnx(path: str | Path, out: str | Path, batch: int = 1):
@@ -165,6 +304,7 @@ class _Mapper:
         self.consumers.update(o.name for o in model.graph.output)
 
     def run(self):
+        from onnx import TensorProto
         init = {t.name for t in self.model.graph.initializer}
         for inp in self.model.graph.input:
             if inp.name in init:
@@ -175,10 +315,9 @@ class _Mapper:
                 self.b.problems.append(f"input {inp.name!r} has a dynamic size besides the batch")
                 continue
             name = self.b.unique(inp.name)
-            dtype = "INT64" if tt.elem_type in (6, 7) else "FLOAT32"   # INT32, INT64
             lp = self.b.layer(name, "Input", [], input_param={"shape": dims})
-            if dtype == "INT64":
-                lp.input_param.dtype = 1
+            if tt.elem_type in (TensorProto.INT32, TensorProto.INT64):
+                lp.input_param.dtype = spec_pb2.InputParam.INT64
             self.blob[inp.name] = name
         for node in self.nodes:
             fn = getattr(self, f"op_{node.op_type}", None)
@@ -272,7 +411,7 @@ class _Mapper:
         self.out(node, "Concat", [self.x(i) for i in node.input], concat_param={"axis": int(a["axis"])})
 
     def op_Max(self, node, a):
-        self.out(node, "Eltwise", [self.x(i) for i in node.input], eltwise_param={"operation": 2})
+        self.out(node, "Eltwise", [self.x(i) for i in node.input], eltwise_param={"operation": EW.MAX})
 
     def op_Sum(self, node, a):
         terms = []
@@ -281,7 +420,7 @@ class _Mapper:
                 terms.append(self.scaled[i])
             else:
                 terms.append((self.x(i), 1.0))
-        params = {"operation": 1}
+        params = {"operation": EW.SUM}
         if any(c != 1.0 for _, c in terms):
             params["coeff"] = [float(c) for _, c in terms]
         self.out(node, "Eltwise", [t for t, _ in terms], eltwise_param=params)
@@ -320,7 +459,7 @@ class _Mapper:
     def op_Mul(self, node, a):
         consts = [self.c(i) for i in node.input]
         if consts[0] is None and consts[1] is None:
-            self.out(node, "Eltwise", [self.x(i) for i in node.input], eltwise_param={"operation": 0})
+            self.out(node, "Eltwise", [self.x(i) for i in node.input], eltwise_param={"operation": EW.PROD})
             return
         x_name = node.input[0] if consts[0] is None else node.input[1]
         k = np.asarray(consts[1] if consts[0] is None else consts[0])
@@ -402,28 +541,28 @@ class _Mapper:
             h, w = in_shape[2], in_shape[3]
             fl = (pool_out(h + pads[2] - pad, k[0], s[0], pad, False), pool_out(w + pads[3] - pad, k[0], s[0], pad, False))
             ce = (pool_out(h, k[0], s[0], pad, True), pool_out(w, k[0], s[0], pad, True))
-            if fl != ce or (pool == 1 and a.get("count_include_pad", 0)):
+            if fl != ce or (pool == PP.AVE and a.get("count_include_pad", 0)):
                 raise _Skip(f"pooling with asymmetric padding {pads}")
             ceil = True
         params = {"pool": pool, "kernel_size": int(k[0]), "stride": int(s[0]), "pad": int(pad),
-                  "round_mode": 2 if ceil else 1}
-        if pool == 1 and (pad > 0 or ceil):     # otherwise every window is whole: no divisor rule
-            params["avg_divisor"] = 1 if a.get("count_include_pad", 0) else 2
+                  "round_mode": PP.CEIL if ceil else PP.FLOOR}
+        if pool == PP.AVE and (pad > 0 or ceil):     # otherwise every window is whole: no divisor rule
+            params["avg_divisor"] = PP.PADDED if a.get("count_include_pad", 0) else PP.VALID
         self.out(node, "Pooling", [self.x(node.input[0])], pooling_param=params)
 
     def op_MaxPool(self, node, a):
         if len(node.output) > 1 and node.output[1]:
             raise _Skip("MaxPool with indices")
-        self._pool(node, a, 0)
+        self._pool(node, a, PP.MAX)
 
     def op_AveragePool(self, node, a):
-        self._pool(node, a, 1)
+        self._pool(node, a, PP.AVE)
 
     def op_GlobalAveragePool(self, node, a):
-        self.out(node, "Pooling", [self.x(node.input[0])], pooling_param={"pool": 1, "global_pooling": True})
+        self.out(node, "Pooling", [self.x(node.input[0])], pooling_param={"pool": PP.AVE, "global_pooling": True})
 
     def op_GlobalMaxPool(self, node, a):
-        self.out(node, "Pooling", [self.x(node.input[0])], pooling_param={"pool": 0, "global_pooling": True})
+        self.out(node, "Pooling", [self.x(node.input[0])], pooling_param={"pool": PP.MAX, "global_pooling": True})
 
     def op_BatchNormalization(self, node, a):
         scale, shift, mean, var = (self.c(i) for i in node.input[1:5])

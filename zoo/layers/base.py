@@ -10,6 +10,7 @@ converters/; nothing here imports an engine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -110,7 +111,9 @@ def get(type_name: str) -> type[LayerType]:
 
 
 def size(shape: Shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
+    """Elements of a shape, in Python integers: int64 arithmetic would wrap silently (the
+    validator refuses blobs past zoo.net.MAX_BLOB_ELEMENTS)."""
+    return math.prod(int(d) for d in shape)
 
 
 def positive(p, *fields: str) -> None:

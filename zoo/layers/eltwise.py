@@ -2,9 +2,10 @@
 
 import numpy as np
 
+from .. import spec_pb2
 from .base import LayerError, LayerType, register, size
 
-PROD, SUM, MAX = 0, 1, 2
+PROD, SUM, MAX = spec_pb2.EltwiseParam.PROD, spec_pb2.EltwiseParam.SUM, spec_pb2.EltwiseParam.MAX
 
 
 @register

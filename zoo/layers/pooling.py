@@ -7,11 +7,13 @@ import math
 
 import numpy as np
 
+from .. import spec_pb2
 from .base import LayerError, LayerType, positive, register, size
 
-MAX, AVE = 0, 1
-FLOOR, CEIL = 1, 2
-PADDED, VALID = 1, 2
+_P = spec_pb2.PoolingParam
+MAX, AVE = _P.MAX, _P.AVE
+FLOOR, CEIL = _P.FLOOR, _P.CEIL
+PADDED, VALID = _P.PADDED, _P.VALID
 
 
 def pool_out(h: int, k: int, s: int, p: int, ceil: bool) -> int:
