@@ -84,9 +84,7 @@ def _check_weights_file(net: Net) -> None:
 
 def convert(path: str | Path, to: str) -> str:
     """A spec in the other format (prototxt <-> json), validated first."""
+    if to not in ("json", "prototxt"):
+        raise SpecError(f"unknown format {to!r}: json or prototxt", file=str(path))
     net = load(path)
-    if to == "json":
-        return S.to_json(net.proto)
-    if to == "prototxt":
-        return S.to_prototxt(net.proto)
-    raise SpecError(f"unknown format {to!r}: json or prototxt")
+    return S.to_json(net.proto) if to == "json" else S.to_prototxt(net.proto)
