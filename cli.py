@@ -9,15 +9,21 @@ or format, a meaningless number, an invalid spec), with one line and no tracebac
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn,
+                           TextColumn)
 from rich.table import Table
+from rich.text import Text
 
 import zoo
 from zoo import options
@@ -39,6 +45,35 @@ def _num(n) -> str:
     return str(n)
 
 
+def _fixed(x: float, digits: int = 3) -> str:
+    """`digits` significant digits in plain notation with thousands separators, for people:
+    1995.3 -> "1,995", 12.34 -> "12.3", 0.01234 -> "0.0123" (never "2e+03")."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    return f"{x:,.{decimals}f}"
+
+
+def _size(n: float) -> str:
+    """Bytes for people, in powers of 1024 (as ZOO_CACHE_LIMIT and --limit count them)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
 def _shape(s) -> str:
     return "×".join(str(d) for d in s) if s else "scalar"
 
@@ -49,18 +84,18 @@ def _emit_json(obj) -> None:
 
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="print a JSON array")):
-    """The zoo's networks: inputs, outputs, layers, parameters, FLOPs per sample."""
+    """The zoo's networks: inputs, outputs, layers, parameters, MACs and FLOPs per sample."""
     rows = zoo.list_networks()
     if as_json:
         _emit_json(rows)
         return
-    t = Table(title="zoo networks (FLOPs and MACs per sample, forward)")
-    for col in ("name", "inputs", "outputs", "layers", "params", "FLOPs"):
-        t.add_column(col, justify="right" if col in ("layers", "params", "FLOPs") else "left")
+    t = Table(title="zoo networks (MACs and FLOPs per sample, forward)")
+    for col in ("name", "inputs", "outputs", "layers", "params", "MACs", "FLOPs"):
+        t.add_column(col, justify="right" if col in ("layers", "params", "MACs", "FLOPs") else "left")
     for r in rows:
         t.add_row(r["name"], ", ".join(f"{k} {_shape(v)}" for k, v in r["inputs"].items()),
                   ", ".join(f"{k} {_shape(v)}" for k, v in r["outputs"].items()),
-                  str(r["layers"]), f"{r['params']:,}", _num(r["flops"]))
+                  str(r["layers"]), f"{r['params']:,}", _num(r["macs"]), _num(r["flops"]))
     out.print(t)
 
 
@@ -130,15 +165,7 @@ def schema(out_file: Optional[Path] = typer.Option(None, "--out")):
 @app.command()
 def engines(as_json: bool = typer.Option(False, "--json")):
     """Every engine: installed or not (with versions), training support, layer types."""
-    from zoo import engines as E
-    from zoo.layers import REGISTRY
-    rows = []
-    for e in E.ENGINES.values():
-        types = e.supported_types()
-        rows.append({"engine": e.name, "installed": e.installed, "missing": e.missing(),
-                     "versions": e.versions(), "train": e.train, "note": e.note,
-                     "layer_types": types,
-                     "unsupported_types": sorted(set(REGISTRY) - set(types))})
+    rows = zoo.list_engines()
     if as_json:
         _emit_json(rows)
         return
@@ -184,6 +211,73 @@ def _say_whole_zoo(doing: str, cases_per_network: int) -> None:
               "(name networks to run fewer)", highlight=False)
 
 
+def _plan(specs: Optional[List[str]], engine_names: List[str], modes: List[str],
+          threads: List[Optional[int]] = (None,)) -> List[str]:
+    """The cases a run will take, in the order verify and bench take them (zoo/cases.py:
+    network x engine x mode x threads), named for the progress display."""
+    names = zoo.spec.zoo_names()
+    labels = [s if s in names else Path(s).stem for s in specs] if specs else names
+    return [f"{net} {eng} {mode}" + (f" threads={t}" if t else "")
+            for net in labels for eng in engine_names for mode in modes for t in threads]
+
+
+def _times(elapsed: float, done: int, total: int) -> str:
+    """Elapsed, and the time left estimated from the average case so far."""
+    if done >= total:
+        return f"{_duration(elapsed)} in all"
+    if done == 0:
+        return f"{_duration(elapsed)} elapsed"
+    return f"{_duration(elapsed)} elapsed, about {_duration(elapsed / done * (total - done))} left"
+
+
+class _TimesColumn(ProgressColumn):
+    """The bar's times, as the plain lines say them (rich's own estimate waits for two
+    cases, and a zoo run may have only a few, of very different lengths)."""
+
+    def render(self, task) -> Text:
+        return Text(_times(task.elapsed or 0.0, int(task.completed), int(task.total or 0)),
+                    style="progress.elapsed")
+
+
+class CaseProgress:
+    """A long run's progress, on stderr only (the tables on stdout and every JSON stay
+    clean). On a terminal: a live bar with the cases done / total, the case running, the
+    time elapsed and an estimate of the time left; each finished case's line is printed
+    above it. Piped: one plain line per finished case, with the same counts and times."""
+
+    def __init__(self, title: str, plan: List[str]):
+        self.title, self.plan, self.done = title, plan, 0
+        self.started = time.monotonic()
+        self.bar: Optional[Progress] = None
+
+    def __enter__(self) -> "CaseProgress":
+        if err.is_terminal and not err.is_dumb_terminal:
+            self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), _TimesColumn(), console=err, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self._running(), total=len(self.plan))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def _running(self) -> str:
+        running = self.plan[self.done] if self.done < len(self.plan) else "finishing"
+        return escape(f"{self.title}: {running}")
+
+    def case_done(self, line: str) -> None:
+        """One case finished: `line` says how (plain text, printed as it is)."""
+        self.done += 1
+        if self.bar is not None:
+            self.bar.console.print(line, highlight=False, markup=False)
+            self.bar.update(self.task, completed=self.done, description=self._running())
+        else:
+            times = _times(time.monotonic() - self.started, self.done, len(self.plan))
+            err.print(f"[{self.done}/{len(self.plan)}, {times}] {line}",
+                      highlight=False, markup=False, soft_wrap=True)
+
+
 STATUS_STYLE = {"pass": "green", "fail": "red", "error": "red", "skipped": "yellow"}
 
 
@@ -210,8 +304,10 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
     options.tolerance("--atol", atol)
     options.tolerance("--rtol", rtol)
     options.timeout(timeout, "--timeout")
+    modes = ["forward", "train"] if mode == "both" else [mode]
+    engine_list = options.engine_names(engine_names)
     if not specs:
-        _say_whole_zoo("verifying", len(options.engine_names(engine_names)) * (2 if mode == "both" else 1))
+        _say_whole_zoo("verifying", len(engine_list) * len(modes))
     t = Table(title="zoo verify")
     for col in ("network", "engine", "mode", "status", "max abs err", "max rel err",
                 "first bad layer", "reason"):
@@ -223,13 +319,13 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
             return c.reason
         return "" if c.tolerance_source == "default" else f"tolerance: {c.tolerance_source}"
 
-    def progress(c):
-        err.print(f"{c.status:7} {c.network} {c.engine} {c.mode} "
-                  f"({c.seconds:.1f}s)" + (f": {why(c)}" if why(c) else ""),
-                  highlight=False, markup=False)
+    with CaseProgress("zoo verify", _plan(specs, engine_list, modes)) as shown:
+        def progress(c):
+            shown.case_done(f"{c.status:7} {c.network} {c.engine} {c.mode} "
+                            f"({c.seconds:.1f}s)" + (f": {why(c)}" if why(c) else ""))
 
-    results = verifier.verify(specs or None, engine_names, mode, batch, atol, rtol, seed, device,
-                              threads, timeout, progress)
+        results = zoo.verify(specs or None, engine_names, mode, batch, atol, rtol, seed, device,
+                             threads, timeout, progress)
     for c in results:
         style = STATUS_STYLE[c.status]
         t.add_row(c.network, c.engine, c.mode, f"[{style}]{c.status}[/{style}]",
@@ -260,8 +356,6 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
           xla: bool = typer.Option(False, "--xla", help="TensorFlow: compile with XLA"),
           timeout: float = typer.Option(1800.0)):
     """Time per mini-batch (training) or per forward pass, every engine the same way."""
-    from rich.progress import Progress
-
     from zoo import benchmark
     # refused here too (the API refuses them as well), before any engine starts
     options.mode(mode, ("train", "infer", "both"), "--mode")
@@ -274,33 +368,30 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
     options.tolerance("--min-time", min_time)
     options.timeout(timeout, "--timeout")
     names = specs or None
-    n_engines = len(options.engine_names(engine_names))
-    n_nets = len(names) if names else len(zoo.spec.zoo_names())
-    total = n_nets * n_engines * len(tlist) * (2 if mode == "both" else 1)
+    modes = ["train", "infer"] if mode == "both" else [mode]
+    engine_list = options.engine_names(engine_names)
     if not names:
-        _say_whole_zoo("benchmarking", n_engines * len(tlist) * (2 if mode == "both" else 1))
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task("zoo bench", total=total)
-
+        _say_whole_zoo("benchmarking", len(engine_list) * len(tlist) * len(modes))
+    with CaseProgress("zoo bench", _plan(specs, engine_list, modes, tlist)) as shown:
         def progress(row):
-            bar.advance(task)
-            bar.console.print(f"{row['network']} {row['engine']} {row['mode']} threads={row['threads']}: "
-                              + (f"{row['median_s'] * 1e3:.1f} ms" if row["status"] == "ok"
-                                 else f"{row['status']}: {row['reason']}"), highlight=False)
+            shown.case_done(f"{row['network']} {row['engine']} {row['mode']}"
+                            + (f" threads={row['threads']}" if row["threads"] else "") + ": "
+                            + (f"{_fixed(row['median_s'] * 1e3)} ms" if row["status"] == "ok"
+                               else f"{row['status']}: {row['reason']}"))
 
-        rows = benchmark.bench(names, engine_names, device, tlist, batch, mode, warmup, iters,
-                               min_time, layers, timeout=timeout, options={"xla": xla} if xla else None,
-                               progress=progress)
+        rows = zoo.bench(names, engine_names, device, tlist, batch, mode, warmup, iters,
+                         min_time, layers, timeout=timeout, options={"xla": xla} if xla else None,
+                         progress=progress)
     t = Table(title=f"zoo bench ({device}; {rows[0]['environment']['cpu'] if rows else ''})")
-    for col in ("network", "engine", "mode", "threads", "batch", "median ms", "IQR ms", "iters",
-                "samples/s", "GFLOP/s", "peak RSS MB", "status"):
-        t.add_column(col)
+    numeric = ("threads", "batch", "median ms", "IQR ms", "iters", "samples/s", "GFLOP/s", "peak RSS MB")
+    for col in ("network", "engine", "mode", *numeric, "status"):
+        t.add_column(col, justify="right" if col in numeric else "left")
     for r in rows:
         ok = r["status"] == "ok"
         t.add_row(r["network"], r["engine"], r["mode"], str(r["threads"] or "-"), str(r["batch"]),
-                  f"{r['median_s'] * 1e3:.3g}" if ok else "-", f"{r['iqr_s'] * 1e3:.2g}" if ok else "-",
-                  str(r.get("iters") or "-"), f"{r['samples_per_s']:.1f}" if ok else "-",
-                  f"{r['gflops']:.2f}" if ok else "-", f"{r['peak_rss_mb']:.0f}" if ok else "-",
+                  _fixed(r["median_s"] * 1e3) if ok else "-", _fixed(r["iqr_s"] * 1e3, 2) if ok else "-",
+                  str(r.get("iters") or "-"), _fixed(r["samples_per_s"]) if ok else "-",
+                  _fixed(r["gflops"]) if ok else "-", f"{r['peak_rss_mb']:,.0f}" if ok else "-",
                   "ok" if ok else f"{r['status']}: {r['reason']}")
     out.print(t)
     if layers:
@@ -308,9 +399,9 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
             if r.get("layers"):
                 lt = Table(title=f"per-layer times (separate pass): {r['network']} {r['engine']} {r['mode']}")
                 for col in ("layer", "forward ms", "backward ms"):
-                    lt.add_column(col)
+                    lt.add_column(col, justify="left" if col == "layer" else "right")
                 for l in r["layers"]:
-                    lt.add_row(l["layer"], f"{l['forward_s'] * 1e3:.2f}", f"{l['backward_s'] * 1e3:.2f}")
+                    lt.add_row(l["layer"], _fixed(l["forward_s"] * 1e3), _fixed(l["backward_s"] * 1e3))
                 out.print(lt)
     if json_file:
         json_file.write_text(json.dumps(rows, indent=2, default=str) + "\n")
@@ -328,12 +419,135 @@ def import_(model: Path = typer.Argument(..., help="an .onnx file or a Caffe .pr
             out_dir: Path = typer.Option(..., "--out", help="a new folder for the spec and weights"),
             batch: int = typer.Option(1, help="batch size for a symbolic ONNX batch axis")):
     """Bring an existing ONNX or Caffe model into the zoo: a spec + weights in OUT."""
-    from zoo.importers import import_model
     options.positive_int("--batch", batch)
-    spec = import_model(model, out_dir, weights, batch)
+    spec = zoo.import_model(model, out_dir, weights, batch)
     net = zoo.load(spec)
     out.print(f"imported {net.name}: {len(net.layers)} layers, {net.params:,} parameters -> {spec}")
     out.print(f"next: zoo verify {spec}")
+
+
+cache_app = typer.Typer(no_args_is_help=False, help="The build cache: list it, prune it to a bound, clear it.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.callback(invoke_without_command=True)
+def cache_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """The build cache (ZOO_CACHE): without a subcommand, list it (as `zoo cache list`)."""
+    if ctx.invoked_subcommand is None:
+        _cache_list(as_json)
+
+
+@cache_app.command("list")
+def cache_list(as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Cached builds (size, last use, in use), totals per engine and network, the bound."""
+    _cache_list(as_json)
+
+
+def _disk_bytes(paths) -> int:
+    """Bytes the files under `paths` hold on disk, a hard-linked file counted once (builds
+    share one copy of their weights)."""
+    seen, total = set(), 0
+    for path in paths:
+        for dirpath, _dirs, files in os.walk(path):
+            for f in files:
+                try:
+                    st = os.lstat(os.path.join(dirpath, f))
+                except OSError:
+                    continue          # removed meanwhile
+                if (st.st_ino, st.st_dev) not in seen:
+                    seen.add((st.st_ino, st.st_dev))
+                    total += st.st_size
+    return total
+
+
+def _cache_totals(entries, key) -> dict:
+    groups: dict = {}
+    for e in entries:
+        groups.setdefault(key(e), []).append(e.path)
+    return {k: _disk_bytes(paths) for k, paths in sorted(groups.items())}
+
+
+def _cache_list(as_json: bool) -> None:
+    from zoo import cache
+    entries = sorted(cache.entries(), key=lambda e: (e.engine, e.network, -e.last_used))
+    limit, used = cache.limit_bytes(), cache.usage()
+    per_engine = _cache_totals(entries, lambda e: e.engine)
+    per_network = _cache_totals(entries, lambda e: e.network)
+    if as_json:
+        _emit_json({"root": str(cache.root()), "limit_bytes": limit, "usage_bytes": used,
+                    "builds": [{"engine": e.engine, "network": e.network, "path": str(e.path),
+                                "bytes": e.bytes, "own_bytes": e.own_bytes,
+                                "last_used": e.last_used, "in_use": e.in_use,
+                                "transient": e.transient} for e in entries],
+                    "engines": per_engine, "networks": per_network})
+        return
+    in_use = sum(e.in_use for e in entries)
+    bound = f"ZOO_CACHE_LIMIT={os.environ['ZOO_CACHE_LIMIT']}" if os.environ.get("ZOO_CACHE_LIMIT") \
+        else "the default bound; set ZOO_CACHE_LIMIT to change it"
+    out.print(f"build cache {cache.root()}: {_size(used)} of {_size(limit)} ({bound}); "
+              f"{_builds(len(entries))}, {in_use} in use", highlight=False, markup=False)
+    if not entries:
+        return
+    t = Table(title="cached builds (a weights file shared by builds is counted once in a total)")
+    for col in ("engine", "network", "size", "frees", "last used", "in use", "folder"):
+        t.add_column(col, justify="right" if col in ("size", "frees") else "left")
+    for engine, engine_total in per_engine.items():
+        for e in (e for e in entries if e.engine == engine):
+            t.add_row(escape(e.engine), escape(e.network), _size(e.bytes), _size(e.own_bytes),
+                      datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M"),
+                      "[yellow]in use[/yellow]" if e.in_use else "",
+                      escape(e.path.name) + (" (transient)" if e.transient else ""))
+        t.add_row(f"[bold]{escape(engine)}[/bold]", "[bold]total[/bold]", f"[bold]{_size(engine_total)}[/bold]",
+                  "", "", "", "", end_section=True)
+    out.print(t)
+    nt = Table(title="per network")
+    nt.add_column("network")
+    nt.add_column("size", justify="right")
+    for network, total in per_network.items():
+        nt.add_row(escape(network), _size(total))
+    out.print(nt)
+
+
+def _size_option(name: str, text: str) -> int:
+    from zoo import cache
+    try:
+        return cache.parse_size(text)
+    except UsageError:
+        raise UsageError(f"{name} must be a size (e.g. 4G, 500M, 2048K or a number of bytes), "
+                         f"not {text!r}") from None
+
+
+def _builds(n: int) -> str:
+    return f"{n} build" + ("" if n == 1 else "s")
+
+
+def _removed(verb: str, removed, before: int, bound: int) -> None:
+    """What prune or clear removed, what that freed, and what is left (builds in use stay)."""
+    from zoo import cache
+    for e in removed:
+        out.print(f"  {e.engine} {e.network} ({_size(e.bytes)}): {e.path}", highlight=False, markup=False)
+    left, now = cache.entries(), cache.usage()
+    busy = sum(e.in_use for e in left)
+    out.print(f"{verb} {_builds(len(removed))}, freed {_size(max(before - now, 0))}; the cache "
+              f"holds {_size(now)} of {_size(bound)} in {_builds(len(left))}"
+              + (f" ({busy} in use, kept)" if busy else ""), highlight=False, markup=False)
+
+
+@cache_app.command()
+def prune(limit: Optional[str] = typer.Option(None, "--limit", help="bound, e.g. 2G (default: ZOO_CACHE_LIMIT, 4G)")):
+    """Evict least recently used builds until the cache fits the bound; never a build in use."""
+    from zoo import cache
+    bound = _size_option("--limit", limit) if limit is not None else cache.limit_bytes()
+    before = cache.usage()
+    _removed("pruned", cache.prune(bound), before, bound)
+
+
+@cache_app.command()
+def clear():
+    """Remove every cached build that is not in use (--out folders are never touched)."""
+    from zoo import cache
+    before = cache.usage()
+    _removed("removed", cache.clear(), before, cache.limit_bytes())
 
 
 def main() -> None:

@@ -148,3 +148,90 @@ def test_the_command_module_is_not_a_symlink():
     import zoo.cli
     path = Path(zoo.cli.__file__)
     assert not path.is_symlink() and zoo.cli.main is cli.main
+
+
+def test_list_shows_the_macs_its_title_promises():
+    r = run("list")
+    assert r.returncode == 0, r.stderr
+    assert "MACs and FLOPs per sample" in r.stdout and "MACs" in r.stdout.splitlines()[2]
+    import cli
+    alexnet = next(x for x in json.loads(run("list", "--json").stdout) if x["name"] == "alexnet-r")
+    row = next(l for l in r.stdout.splitlines() if "alexnet-r" in l)
+    assert f" {cli._num(alexnet['macs'])} " in row and f" {cli._num(alexnet['flops'])} " in row, row
+
+
+# --- zoo cache (issue 18): list with totals, prune to a bound, clear; in a cache of the test's own
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """Three small builds in a cache of this test's own: linreg for onnx and caffe-opencv
+    (sharing one weights file), softmax-mnist for onnx, used longest ago."""
+    require_engine("onnx")
+    require_engine("caffe-opencv")
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "zoo"))
+    monkeypatch.setenv("ZOO_CACHE_LIMIT", "1G")
+    builds = {(n, e): zoo.build(n, e, in_process=True)
+              for n, e in [("softmax-mnist", "onnx"), ("linreg", "onnx"), ("linreg", "caffe-opencv")]}
+    now = __import__("time").time()
+    for age, b in zip((300, 200, 100), builds.values()):
+        os.utime(b.path, (now - age, now - age))
+    return builds
+
+
+def test_cache_lists_builds_with_totals_per_engine_and_network(own_cache):
+    from zoo import cache
+    r = run("cache", "--json")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)
+    assert listed["root"] == str(cache.root()) and listed["limit_bytes"] == 2**30
+    assert listed["usage_bytes"] == cache.usage()
+    assert {(b["network"], b["engine"]) for b in listed["builds"]} == set(own_cache)
+    size = {(b["network"], b["engine"]): b["bytes"] for b in listed["builds"]}
+    assert listed["engines"]["onnx"] == size["softmax-mnist", "onnx"] + size["linreg", "onnx"]
+    assert listed["engines"]["caffe-opencv"] == size["linreg", "caffe-opencv"]
+    weights = (own_cache["linreg", "onnx"].path / "weights.npz").stat().st_size
+    # linreg's two builds share one weights file: counted once in the network's total
+    assert listed["networks"]["linreg"] == size["linreg", "onnx"] + size["linreg", "caffe-opencv"] - weights
+    assert not any(b["in_use"] for b in listed["builds"])
+    assert run("cache", "list", "--json").stdout == r.stdout
+
+
+def test_cache_says_which_builds_are_in_use_and_clear_keeps_them(own_cache):
+    from zoo import cache
+    held = own_cache["linreg", "onnx"]
+    with cache.lease(held.path):
+        shown = run("cache")
+        assert shown.returncode == 0, shown.stderr
+        assert "1.0 GiB (ZOO_CACHE_LIMIT=1G); 3 builds, 1 in use" in shown.stdout, shown.stdout
+        row = next(l for l in shown.stdout.splitlines() if held.path.name in l)
+        assert "in use" in row and "onnx" in row and "linreg" in row
+        assert all(k in shown.stdout for k in ("softmax-mnist", "caffe-opencv", "total", "per network"))
+        cleared = run("cache", "clear")
+        assert cleared.returncode == 0, cleared.stderr
+        assert "removed 2 builds" in cleared.stdout and "in 1 build (1 in use, kept)" in cleared.stdout
+        assert held.path.is_dir() and [e.path for e in cache.entries()] == [held.path]
+    cleared = run("cache", "clear")
+    assert "removed 1 build," in cleared.stdout and "in 0 builds" in cleared.stdout, cleared.stdout
+    assert cache.entries() == [] and cache.usage() == 0
+
+
+def test_cache_prune_evicts_the_least_recently_used_down_to_the_limit(own_cache):
+    from zoo import cache
+    r = run("cache", "prune", "--limit", "20K")      # softmax-mnist alone is 64 KiB
+    assert r.returncode == 0, r.stderr
+    assert "pruned 1 build," in r.stdout and "of 20.0 KiB in 2 builds" in r.stdout, r.stdout
+    assert not own_cache["softmax-mnist", "onnx"].path.exists()
+    assert {(e.network, e.engine) for e in cache.entries()} == {("linreg", "onnx"), ("linreg", "caffe-opencv")}
+    assert "pruned 0 builds" in run("cache", "prune").stdout       # under ZOO_CACHE_LIMIT: nothing
+
+
+@pytest.mark.parametrize("args,message", [
+    (["cache", "prune", "--limit", "lots"], "--limit must be a size (e.g. 4G, 500M, 2048K or a number of bytes), not 'lots'"),
+    (["cache", "clear", "--now"], None)])
+def test_cache_usage_errors_exit_2(tmp_path, monkeypatch, args, message):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "zoo"))
+    r = run(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    if message:
+        assert r.stderr == f"zoo: {message}\n"
+    assert not (tmp_path / "zoo").exists()          # nothing was created for a refused command

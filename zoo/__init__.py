@@ -1,31 +1,170 @@
 """zoo: a declarative model zoo and cross-framework converter.
 
 A network is written once as a spec (specs/zoo.proto); zoo builds it for each engine,
-verifies that the engines agree with a float64 NumPy reference, and benchmarks them.
-See zoo/api.py for the Python API; the `zoo` command (cli.py) is a thin layer over it.
+verifies that the engines agree with a float64 NumPy reference, and benchmarks them. This
+module is the public Python API, and the `zoo` command (cli.py) is a thin layer over it:
+every subcommand is one of the calls below.
+
+    import zoo
+    net = zoo.load("linreg")                       # a zoo name, or a .prototxt/.json path
+    zoo.show("linreg")["params"]                   # 3; per layer in ["layer_table"]
+    b = zoo.build("linreg", "onnx")                # native files in the build cache
+    results = zoo.verify(["linreg"], engines=["onnx"])
+    [r.status for r in results]                    # ["pass"]
+    rows = zoo.bench(["linreg"], engines=["onnx"], mode="infer", iters=3, min_time=0)
+    rows[0]["median_s"]
+
+`import zoo` imports no engine (nor any module that does): each function below imports
+what it needs when called, and engines run in their own child processes.
 """
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING, Callable  # noqa: E402
+
 from . import data, reference, weights  # noqa: E402,F401  (light: numpy only)
-from .api import convert, list_networks, show, summary, validate  # noqa: E402,F401
+from .api import summary  # noqa: E402,F401
 from .errors import SpecError, ZooError  # noqa: E402,F401
-from .net import Net, from_text, load  # noqa: E402,F401
+from .net import Net, from_text  # noqa: E402,F401
+
+if TYPE_CHECKING:
+    from .builds import Build
+    from .verifier import CaseResult
 
 
-def build(*args, **kwargs):
-    """See zoo.builds.build."""
+def load(name_or_path: str | Path) -> Net:
+    """A network: a zoo NAME (e.g. "alexnet-r", see `list_networks`) or the path of a
+    .prototxt or .json spec, parsed and validated (shapes, parameters, FLOPs). An invalid spec
+    raises SpecError naming the file, line and layer."""
+    from .net import load as _load
+    return _load(name_or_path)
+
+
+def list_networks() -> list[dict]:
+    """The built-in zoo, one dict per network (`zoo list --json`): name, description,
+    inputs, labels and outputs (shapes without the batch), layers, params, and MACs and FLOPs
+    per sample (forward)."""
+    from .api import list_networks as _list_networks
+    return _list_networks()
+
+
+def show(name_or_path: str | Path, batch: int = 1) -> dict:
+    """What `summary` gives, at `batch`, plus per layer ("layer_table"): type, bottoms, tops,
+    output shapes, params, MACs, FLOPs, and whether it runs at inference; and the training
+    hyper-parameters ("train")."""
+    from .api import show as _show
+    return _show(name_or_path, batch)
+
+
+def validate(paths: list[str | Path]) -> list[tuple[str, SpecError | None]]:
+    """Check specs without running anything: (path, None) for each valid one, (path, error)
+    for each invalid one (a SpecError naming file, line and layer). Never raises for a bad
+    spec."""
+    from .api import validate as _validate
+    return _validate(paths)
+
+
+def convert(name_or_path: str | Path, to: str) -> str:
+    """The spec's text in the other format, `to` "json" or "prototxt", validated first and
+    without loss."""
+    from .api import convert as _convert
+    return _convert(name_or_path, to)
+
+
+def build(net_or_name: str | Path | Net, engine: str, out: str | Path | None = None,
+          seed: int = 0, force: bool = False, options: dict | None = None,
+          timeout: float = 1800, in_process: bool = False, transient: bool = False) -> Build:
+    """Write (or reuse, when nothing changed) one engine's native files of a network.
+
+    Returns a Build: `.path` (the folder: the engine's files, spec.prototxt, weights.npz,
+    manifest.json), `.manifest` and `.reused`. Without `out` the build goes to the bounded
+    build cache (zoo.cache; hold `with b.lease():` while using its files, so that it is not
+    evicted); with `out` it goes to that folder, which zoo replaces only if it is an unchanged
+    zoo build. `seed` makes the weights when the spec names no weights file; `options` are
+    the engine's (e.g. {"opset": 17} for onnx); `force` rebuilds. The conversion runs in a
+    child process (at most `timeout` seconds) unless `in_process` (for debugging a
+    converter). `transient` marks a cached build of a one-off spec for removal after use.
+    Raises EngineUnavailable when the engine is not installed, BuildFailed when it cannot
+    convert the network."""
     from .builds import build as _build
-    return _build(*args, **kwargs)
+    return _build(net_or_name, engine, out=out, seed=seed, force=force, options=options,
+                  timeout=timeout, in_process=in_process, transient=transient)
 
 
-def verify(*args, **kwargs):
-    """See zoo.verifier.verify."""
+def verify(names: list[str | Path | Net] | None = None, engines: list[str] | None = None,
+           mode: str = "forward", batch: int = 2, atol: float | None = None,
+           rtol: float | None = None, seed: int = 0, device: str = "cpu",
+           threads: int | None = None, timeout: float = 900.0,
+           progress: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+    """Do the engines compute what the specs mean? One CaseResult per network x engine x
+    mode, in that order.
+
+    `names`: zoo names, spec paths or Nets (default: the whole zoo); `engines`: engine names
+    (default: all; see `list_engines`); `mode`: "forward" (outputs against the float64 NumPy
+    reference), "train" (SGD steps against the float64 training oracle) or "both". Each
+    engine runs in its own child process on the same seeded batch of `batch` samples and the
+    same weights, on `device` ("cpu" or "gpuN") with `threads` threads, for at most `timeout`
+    seconds. `atol`/`rtol` override the forward tolerances. `progress(result)` is called after
+    each case. A CaseResult has .status ("pass", "fail", "error", "skipped"), .reason,
+    .max_abs_err, .max_rel_err, .first_bad_layer, .seconds and .to_dict(). Meaningless
+    options raise UsageError before anything runs."""
     from .verifier import verify as _verify
-    return _verify(*args, **kwargs)
+    return _verify(names, engines, mode, batch, atol, rtol, seed, device, threads, timeout,
+                   progress)
 
 
-def bench(*args, **kwargs):
-    """See zoo.benchmark.bench."""
+def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None = None,
+          device: str = "cpu", threads: list[int | None] | None = None,
+          batch: int | None = None, mode: str = "train", warmup: int = 2, iters: int = 5,
+          min_time: float = 1.0, layers: bool = False, seed: int = 0,
+          timeout: float = 1800.0, options: dict | None = None,
+          progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Time per mini-batch, every engine the same way: one row (a dict) per network x engine
+    x mode x thread count, in that order.
+
+    `names`/`engines` as in `verify`; `mode`: "train" (forward, loss, backward and SGD
+    update), "infer" (a forward pass) or "both"; `threads`: thread counts to measure (None:
+    the engine's default); `batch` default: the spec's batch_cpu or batch_gpu for `device`.
+    Each point runs in a fresh child process: `warmup` iterations, then timed ones until both
+    `iters` and `min_time` seconds are reached. A row has "status" ("ok", "skipped", "error")
+    and "reason", and when ok "median_s", "iqr_s", "samples_per_s", "gflops", "peak_rss_mb"
+    (and "layers" with `layers=True`, a separate profiling pass). `options` are the engine's
+    (e.g. {"xla": True} for tensorflow). `progress(row)` is called after each row.
+    zoo.benchmark.write_csv and zoo.benchmark.plot write the rows out."""
     from .benchmark import bench as _bench
-    return _bench(*args, **kwargs)
+    return _bench(names, engines, device, threads, batch, mode, warmup, iters, min_time,
+                  layers, seed, timeout, options, progress)
+
+
+def import_model(path: str | Path, out: str | Path, weights: str | Path | None = None,
+                 batch: int = 1) -> Path:
+    """Bring an existing model into the zoo: an .onnx file, or a Caffe .prototxt (with its
+    .caffemodel as `weights`), becomes OUT/NAME.prototxt and OUT/NAME.npz in the new folder
+    `out`; returns the spec's path (then `verify([path])`). `batch` fixes a symbolic ONNX
+    batch axis. The model is untrusted input: anything zoo cannot represent exactly raises
+    ImportRefused and nothing is written."""
+    from .importers import import_model as _import_model
+    return _import_model(path, out, weights, batch)
+
+
+def list_engines() -> list[dict]:
+    """Every registered engine (`zoo engines --json`), installed or not: "engine",
+    "installed", "missing" (why not, or None), "versions", "train" (has a training step),
+    "note", "layer_types" it can express and "unsupported_types". Imports no engine."""
+    from . import engines as _engines
+    from .layers import REGISTRY
+    rows = []
+    for e in _engines.ENGINES.values():
+        types = e.supported_types()
+        rows.append({"engine": e.name, "installed": e.installed, "missing": e.missing(),
+                     "versions": e.versions(), "train": e.train, "note": e.note,
+                     "layer_types": types, "unsupported_types": sorted(set(REGISTRY) - set(types))})
+    return rows
+
+
+__all__ = ["load", "list_networks", "show", "validate", "convert", "build", "verify", "bench",
+           "import_model", "list_engines", "summary", "from_text", "Net", "SpecError",
+           "ZooError", "data", "reference", "weights", "__version__"]
