@@ -19,7 +19,10 @@ Explicit conversions:
     no transpose layer, so a network with sequences runs time-major throughout in Caffe:
     its (N, T) inputs are declared (T, N) and the runner transposes at the boundary.
   - Dropout and losses are Caffe's own layers (SoftmaxWithLoss over the last axis).
-Python layers are never emitted.
+Python layers are never emitted. Names: every spec layer and blob keeps its name (protobuf's
+text format escapes any string, and the runners address blobs by name); the layers and blobs
+zoo adds (the LSTM `cont` input, BatchNorm's Scale layer and its intermediate blob) get
+names no spec layer or blob has (CaffeNames).
 """
 
 from __future__ import annotations
@@ -28,11 +31,36 @@ import numpy as np
 
 from zoo.layers import pooling as P
 
-from .registry import Registry, Unsupported
+from zoo import spec_pb2
+
+from .registry import Registry, UniqueNames, Unsupported
 
 CONVERTERS = Registry("caffe")
 DEPLOY, TRAIN_VAL, SOLVER, WEIGHTS = "deploy.prototxt", "train_val.prototxt", "solver.prototxt", "weights.caffemodel"
-CONT = "zoo_cont"   # the LSTM `cont` input
+CONT = "zoo_cont"   # the LSTM `cont` input (and its layer), unless a spec name is that
+
+
+class CaffeNames:
+    """The names of what zoo adds to a Caffe net, the same in deploy and train_val: clear of
+    every spec layer and blob name and of each other."""
+
+    def __init__(self, net):
+        layers = {l.name for l in net.layers}
+        blobs = {t for l in net.layers for t in l.tops}
+        self.cont = UniqueNames(str, reserved=layers | blobs).fresh(CONT)   # a layer and a blob
+        self._layers = UniqueNames(str, reserved=layers | {self.cont})
+        self._blobs = UniqueNames(str, reserved=blobs | {self.cont})
+        for l in net.layers:
+            if l.type == "BatchNorm" and l.p.scale_bias:
+                self.scale_layer(l)
+                self.bn_blob(l)
+
+    def scale_layer(self, layer) -> str:
+        return self._layers.name(layer.name, f"{layer.name}__scale")
+
+    def bn_blob(self, layer) -> str:
+        return self._blobs.name(layer.name, f"{layer.tops[0]}__bn")
+
 
 
 def pb2():
@@ -41,12 +69,13 @@ def pb2():
 
 
 class Context:
-    def __init__(self, net, weights, time_major: bool):
+    def __init__(self, net, weights, time_major: bool, names: CaffeNames):
         self.pb = pb2()
-        self.net, self.weights, self.time_major = net, weights, time_major
+        self.net, self.weights, self.time_major, self.zoo_names = net, weights, time_major, names
         self.param = self.pb.NetParameter(name=net.name)
         self.model = self.pb.NetParameter(name=net.name)   # the .caffemodel: layers with blobs
         self.names = {}        # canonical key -> [caffe layer, blob index, transform]
+        self.producer = {}     # blob -> the Caffe layer whose top it is
         self.train = False
 
     def layer(self, layer, type_: str, bottoms=None, tops=None, name=None):
@@ -55,6 +84,7 @@ class Context:
         lp.type = type_
         lp.bottom.extend(layer.bottoms if bottoms is None else bottoms)
         lp.top.extend(layer.tops if tops is None else tops)
+        self.producer.update((t, lp.name) for t in lp.top)
         return lp
 
     def blobs(self, lname: str, arrays: list, keys: list):
@@ -134,7 +164,7 @@ def pooling(ctx, layer):
     p = layer.p
     lp = ctx.layer(layer, "Pooling")
     pp = lp.pooling_param
-    pp.pool = 0 if p.pool == P.MAX else 1
+    pp.pool = ctx.pb.PoolingParameter.MAX if p.pool == P.MAX else ctx.pb.PoolingParameter.AVE
     if p.global_pooling:
         pp.global_pooling = True
         return
@@ -199,14 +229,15 @@ def concat(ctx, layer):
 @CONVERTERS.register("Eltwise")
 def eltwise(ctx, layer):
     lp = ctx.layer(layer, "Eltwise")
-    lp.eltwise_param.operation = int(layer.p.operation)   # PROD 0, SUM 1, MAX 2: as Caffe
+    E, CE = spec_pb2.EltwiseParam, ctx.pb.EltwiseParameter
+    lp.eltwise_param.operation = {E.PROD: CE.PROD, E.SUM: CE.SUM, E.MAX: CE.MAX}[layer.p.operation]
     lp.eltwise_param.coeff.extend(float(c) for c in layer.p.coeff)
 
 
 @CONVERTERS.register("BatchNorm")
 def batch_norm(ctx, layer):
     p = layer.p
-    bn_top = f"{layer.tops[0]}__bn" if p.scale_bias else layer.tops[0]
+    bn_top = ctx.zoo_names.bn_blob(layer) if p.scale_bias else layer.tops[0]
     lp = ctx.layer(layer, "BatchNorm", tops=[bn_top])
     lp.batch_norm_param.eps = float(p.eps)
     for _ in range(3):
@@ -215,7 +246,7 @@ def batch_norm(ctx, layer):
     ctx.blobs(layer.name, [ctx.w(layer, "running_mean"), ctx.w(layer, "running_var"), np.ones(1)],
               [(f"{layer.name}.running_mean", "identity"), (f"{layer.name}.running_var", "identity"), None])
     if p.scale_bias:
-        name = f"{layer.name}__scale"
+        name = ctx.zoo_names.scale_layer(layer)
         sp = ctx.layer(layer, "Scale", bottoms=[bn_top], tops=layer.tops, name=name)
         sp.scale_param.bias_term = True
         if len(layer.in_shapes[0]) == 2:
@@ -234,7 +265,7 @@ def embedding(ctx, layer):
 
 @CONVERTERS.register("LSTM")
 def lstm(ctx, layer):
-    lp = ctx.layer(layer, "LSTM", bottoms=[layer.bottoms[0], CONT])
+    lp = ctx.layer(layer, "LSTM", bottoms=[layer.bottoms[0], ctx.zoo_names.cont])
     lp.recurrent_param.num_output = int(layer.p.num_output)
     ctx.blobs(layer.name, [lstm_gates_to_caffe(ctx.w(layer, "weight_ih")),
                            lstm_gates_to_caffe(ctx.w(layer, "bias")),
@@ -257,13 +288,13 @@ def euclidean_loss(ctx, layer):
     ctx.layer(layer, "EuclideanLoss").loss_weight.append(float(layer.p.loss_weight))
 
 
-def _net(net, weights, train: bool):
+def _net(net, weights, train: bool, names: CaffeNames):
     time_major = any(l.type in ("LSTM", "Embedding") for l in net.layers)
-    ctx = Context(net, weights, time_major)
+    ctx = Context(net, weights, time_major, names)
     layers = net.layers if train else net.deploy_layers
     if any(l.type == "LSTM" for l in layers):
-        lp = ctx.param.layer.add(name=CONT, type="Input")
-        lp.top.append(CONT)
+        lp = ctx.param.layer.add(name=names.cont, type="Input")
+        lp.top.append(names.cont)
         n, t = net.inputs[0].out_shapes[0][:2]
         lp.input_param.shape.add().dim.extend([t, n])
     for layer in layers:
@@ -271,12 +302,37 @@ def _net(net, weights, train: bool):
     return ctx
 
 
+def check_split_names(param) -> None:
+    """Caffe inserts a Split layer for every blob read more than once, naming the layer
+    "BLOB_LAYER_I_split" and its outputs "BLOB_LAYER_I_split_K" (insert_splits.cpp); a spec
+    name equal to one of those would be silently shared, so such a net is refused."""
+    layers = {lp.name for lp in param.layer}
+    blobs = {t for lp in param.layer for t in lp.top}
+    readers: dict[str, int] = {}
+    for lp in param.layer:
+        for b in lp.bottom:
+            readers[b] = readers.get(b, 0) + 1
+    for lp in param.layer:
+        for i, t in enumerate(lp.top):
+            if readers.get(t, 0) < 2:
+                continue
+            split = f"{t}_{lp.name}_{i}_split"
+            clash = [n for n in [split] if n in layers] + \
+                    [f"{split}_{k}" for k in range(readers[t]) if f"{split}_{k}" in blobs]
+            if clash:
+                raise Unsupported(f"caffe: the name {clash[0]!r} is also the name Caffe gives "
+                                  f"the split of blob {t!r}; rename it")
+
+
 def build(net, weights, outdir, options=None) -> dict:
     from google.protobuf import text_format
 
     CONVERTERS.check(net.layers)
-    deploy = _net(net, weights, train=False)
-    train = _net(net, weights, train=True)
+    names = CaffeNames(net)
+    deploy = _net(net, weights, train=False, names=names)
+    train = _net(net, weights, train=True, names=names)
+    for ctx in (deploy, train):
+        check_split_names(ctx.param)
     (outdir / DEPLOY).write_text(text_format.MessageToString(deploy.param))
     (outdir / TRAIN_VAL).write_text(text_format.MessageToString(train.param))
     t = net.train
@@ -289,5 +345,7 @@ def build(net, weights, outdir, options=None) -> dict:
     # which blobs are time-major in Caffe (the runner transposes them at the boundary)
     tm = sorted(b for b, s in net.shapes.items() if deploy.time_major and len(s) in (2, 3))
     return {"files": [DEPLOY, TRAIN_VAL, SOLVER, WEIGHTS], "names": deploy.names,
-            "time_major": tm, "cont": CONT if any(l.type == "LSTM" for l in net.layers) else None,
-            "losses": net.losses}
+            "time_major": tm, "cont": names.cont if any(l.type == "LSTM" for l in net.layers) else None,
+            "losses": net.losses,
+            # OpenCV's forward(names) takes layer names, not blob names: what to ask it for
+            "blob_layers": {t: deploy.producer[t] for l in net.deploy_layers for t in l.tops}}

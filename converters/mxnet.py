@@ -14,7 +14,9 @@ Explicit conversions:
     (not a parameter), so training keeps one bias.
   - Token ids and labels are float32 in MXNet (Embedding takes float indices).
 Each spec layer's last op is named after its top blob, so every blob is in
-symbol.get_internals() as "BLOB_output".
+symbol.get_internals() as "SYMBOL_output", SYMBOL being meta["symbols"][blob]: `sname` of the
+blob made unique over every symbol name of the graph (UniqueNames: "fc.1" and "fc_1" both
+sanitise to "fc_1"; the second becomes "fc_1_2"), so no two blobs or weights share a name.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import numpy as np
 
 from zoo.layers import pooling as P
 
-from .registry import Registry
+from zoo import spec_pb2
+
+from .registry import Registry, UniqueNames
 
 CONVERTERS = Registry("mxnet")
 
@@ -39,8 +43,14 @@ def import_mxnet():
     return mx
 
 
+MAX_NAME = 100
+
+
 def sname(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+    """An MXNet symbol name made from a spec string: ASCII letters, digits and '_', starting
+    with a letter; not yet unique (Context.names makes it so)."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name)[:MAX_NAME]
+    return s if s[:1].isalpha() else "x" + s
 
 
 class Context:
@@ -49,26 +59,38 @@ class Context:
         self.s = {}            # blob -> symbol
         self.params = {}       # symbol variable name -> array (arg params)
         self.aux = {}          # aux states (BatchNorm running stats)
-        self.names = {}        # canonical key -> (variable name, kind)
+        self.weight_names = {}  # canonical key -> variable name
         self.frozen = []       # variables that are constants, not parameters
+        # one namespace for variables and ops; an op's name also takes NAME_output
+        self.names = UniqueNames(sname, shadows=["_output"])
+        for layer in net.layers:    # blobs first: they get the plainest names
+            for t in layer.tops:
+                self.blob_name(t)
+
+    def blob_name(self, blob: str) -> str:
+        return self.names.name(("blob", blob), blob)
+
+    def fresh(self, base: str) -> str:
+        """A name for a symbol zoo adds (an intermediate op, a constant)."""
+        return self.names.fresh(base)
 
     def var(self, layer, key: str, array=None, aux=False, canonical=True):
-        name = f"{sname(layer.name)}_{key}"
+        name = self.names.name(("weight", layer.name, key), f"{layer.name}_{key}")
         value = self.weights[f"{layer.name}.{key}"] if array is None else array
         (self.aux if aux else self.params)[name] = np.asarray(value, dtype=np.float32)
         if canonical:
-            self.names[f"{layer.name}.{key}"] = name
+            self.weight_names[f"{layer.name}.{key}"] = name
         else:
             self.frozen.append(name)
         return self.sym.var(name)
 
     def out_name(self, layer) -> str:
-        return sname(layer.tops[0])
+        return self.blob_name(layer.tops[0])
 
 
 @CONVERTERS.register("Input")
 def input_(ctx, layer):
-    ctx.s[layer.tops[0]] = ctx.sym.var(sname(layer.tops[0]))
+    ctx.s[layer.tops[0]] = ctx.sym.var(ctx.blob_name(layer.tops[0]))
 
 
 @CONVERTERS.register("InnerProduct")
@@ -114,7 +136,7 @@ def pooling(ctx, layer):
     sliced = full != (oh, ow)
     y = ctx.sym.Pooling(x, kernel=(k, k), stride=(s, s), pad=(pad, pad), pool_type=pool_type,
                         pooling_convention="full" if ceil else "valid",
-                        name=f"{name}_full" if sliced else name, **kw)
+                        name=ctx.fresh(f"{name}_full") if sliced else name, **kw)
     if sliced:   # drop the window that starts in the right padding (Caffe's rule)
         y = ctx.sym.slice(y, begin=(None, None, 0, 0), end=(None, None, oh, ow), name=name)
     ctx.s[layer.tops[0]] = y
@@ -170,18 +192,18 @@ def concat(ctx, layer):
 @CONVERTERS.register("Eltwise")
 def eltwise(ctx, layer):
     xs, op, name = [ctx.s[b] for b in layer.bottoms], layer.p.operation, ctx.out_name(layer)
-    if op == 1:
+    if op == spec_pb2.EltwiseParam.SUM:
         coeff = list(layer.p.coeff) or [1.0] * len(xs)
-        xs = [x if c == 1.0 else x * float(c) for c, x in zip(coeff, xs)]
+        # every op is named by zoo: MXNet's automatic names ("_mulscalar0") could be a blob's
+        xs = [x if c == 1.0 else ctx.sym._internal._mul_scalar(x, scalar=float(c),
+                                                               name=ctx.fresh(f"{name}_coeff"))
+              for c, x in zip(coeff, xs)]
         y = ctx.sym.add_n(*xs, name=name)
-    elif op == 0:
-        y = xs[0]
-        for i, x in enumerate(xs[1:], start=1):
-            y = ctx.sym.elemwise_mul(y, x, name=name if i == len(xs) - 1 else None)
     else:
+        fn = ctx.sym.elemwise_mul if op == spec_pb2.EltwiseParam.PROD else ctx.sym.broadcast_maximum
         y = xs[0]
         for i, x in enumerate(xs[1:], start=1):
-            y = ctx.sym.broadcast_maximum(y, x, name=name if i == len(xs) - 1 else None)
+            y = fn(y, x, name=name if i == len(xs) - 1 else ctx.fresh(f"{name}_{i}"))
     ctx.s[layer.tops[0]] = y
 
 
@@ -211,16 +233,16 @@ def embedding(ctx, layer):
 
 @CONVERTERS.register("LSTM")
 def lstm(ctx, layer):
-    sym, h, n = ctx.sym, int(layer.p.num_output), sname(layer.name)
-    flat = [sym.reshape(ctx.var(layer, "weight_ih"), shape=(-1,)),
-            sym.reshape(ctx.var(layer, "weight_hh"), shape=(-1,)),
+    sym, h, n, fresh = ctx.sym, int(layer.p.num_output), layer.name, ctx.fresh
+    flat = [sym.reshape(ctx.var(layer, "weight_ih"), shape=(-1,), name=fresh(f"{n}_weight_ih_flat")),
+            sym.reshape(ctx.var(layer, "weight_hh"), shape=(-1,), name=fresh(f"{n}_weight_hh_flat")),
             ctx.var(layer, "bias"),
-            sym.zeros((4 * h,), name=f"{n}_bias_hh_zero")]
-    params = sym.concat(*flat, dim=0, name=f"{n}_params")
-    state = sym.zeros((1, 0, h), name=f"{n}_state0")    # batch 0: inferred from the data
-    tnc = sym.transpose(ctx.s[layer.bottoms[0]], axes=(1, 0, 2), name=f"{n}_tnc")
+            sym.zeros((4 * h,), name=fresh(f"{n}_bias_hh_zero"))]
+    params = sym.concat(*flat, dim=0, name=fresh(f"{n}_params"))
+    state = sym.zeros((1, 0, h), name=fresh(f"{n}_state0"))    # batch 0: inferred from the data
+    tnc = sym.transpose(ctx.s[layer.bottoms[0]], axes=(1, 0, 2), name=fresh(f"{n}_tnc"))
     y = sym.RNN(tnc, params, state, state, state_size=h, num_layers=1, mode="lstm",
-                name=f"{n}_rnn")
+                name=fresh(f"{n}_rnn"))
     ctx.s[layer.tops[0]] = sym.transpose(y, axes=(1, 0, 2), name=ctx.out_name(layer))
 
 
@@ -246,7 +268,7 @@ def build(net, weights, outdir, options=None) -> dict:
     hs = heads(net)
     inputs = [l.tops[0] for l in net.deploy_layers if l.kind.is_input]
     out = ctx.sym.Group([ctx.s[b] for b in hs]) if len(hs) > 1 else ctx.s[hs[0]]
-    block = mx.gluon.SymbolBlock(out, [ctx.sym.var(sname(i)) for i in inputs])
+    block = mx.gluon.SymbolBlock(out, [ctx.sym.var(ctx.blob_name(i)) for i in inputs])
     pd = block.collect_params()
     for name, value in {**ctx.params, **ctx.aux}.items():
         pd[name]._load_init(mx.nd.array(value), mx.cpu())
@@ -255,5 +277,7 @@ def build(net, weights, outdir, options=None) -> dict:
     prefix = str(outdir / sname(net.name))
     block.export(prefix, epoch=0)
     return {"files": [f"{sname(net.name)}-symbol.json", f"{sname(net.name)}-0000.params"],
-            "prefix": sname(net.name), "inputs": [sname(i) for i in inputs], "input_blobs": inputs,
-            "heads": hs, "names": ctx.names, "frozen": ctx.frozen, "mxnet": mx.__version__}
+            "prefix": sname(net.name), "inputs": [ctx.blob_name(i) for i in inputs],
+            "input_blobs": inputs, "heads": hs, "names": ctx.weight_names, "frozen": ctx.frozen,
+            "symbols": {b: ctx.blob_name(b) for l in net.deploy_layers for b in l.tops},
+            "mxnet": mx.__version__}

@@ -1,7 +1,8 @@
 """Spec + weights -> an ONNX model (inference graph), checked and shape-inferred.
 
 Every blob of the spec keeps its name in the graph (a layer that takes several ONNX nodes
-names its intermediate values "LAYER/..."), so the runner can expose any blob. The batch
+names its intermediate values "LAYER/..."), so the runner can expose any blob; what zoo adds
+is named so that it never takes a blob's name (see Context). The batch
 axis is symbolic ("N"). Loss layers are left out: the ONNX engine verifies forward only.
 """
 
@@ -11,7 +12,9 @@ import numpy as np
 
 from zoo.layers import pooling as P
 
-from .registry import Registry
+from zoo import spec_pb2
+
+from .registry import Registry, UniqueNames, Unsupported
 
 CONVERTERS = Registry("onnx")
 DEFAULT_OPSET = 21
@@ -19,16 +22,37 @@ MODEL_FILE = "model.onnx"
 
 
 class Context:
+    """Names: every spec blob is the ONNX value of the same name (the runner feeds and reads
+    blobs by name). Everything zoo adds, weights ("LAYER.weight") and intermediate values
+    ("LAYER/..."), gets a name no blob has and no other addition has (UniqueNames), and
+    every node a unique name: spec strings are arbitrary, so "fc.weight" may well be a
+    blob's name too."""
+
     def __init__(self, net, weights):
         from onnx import helper
         self.net, self.weights, self.helper = net, weights, helper
         self.nodes, self.initializers = [], []
+        blobs = {t for l in net.layers for t in l.tops}
+        if "" in blobs:
+            raise Unsupported("onnx: a blob named '' (ONNX reads an empty name as 'no input')")
+        self.values = UniqueNames(str, reserved=blobs)
+        self.node_names = UniqueNames(str)
+        for layer in net.layers:      # each layer's main node is named after the layer
+            self.node_names.name((layer.name, ""), layer.name)
 
-    def node(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs):
+    def node(self, op: str, inputs: list[str], outputs: list[str], layer, part: str = "", **attrs):
+        """A node of `layer`: named after it, or "LAYER/part" for its other nodes."""
+        name = self.node_names.name((layer.name, part), f"{layer.name}/{part}" if part else layer.name)
         self.nodes.append(self.helper.make_node(op, inputs, outputs, name=name, **attrs))
 
+    def tmp(self, layer, part: str) -> str:
+        """An intermediate value of `layer`, "LAYER/part" unless that name is taken."""
+        return self.values.fresh(f"{layer.name}/{part}")
+
     def const(self, name: str, array: np.ndarray) -> str:
+        """An initializer named `name` unless taken; returns the name it got."""
         from onnx import numpy_helper
+        name = self.values.fresh(name)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
@@ -45,19 +69,20 @@ def input_(ctx, layer):
 def inner_product(ctx, layer):
     w = ctx.weight(layer, "weight")   # (out, in)
     x, y = layer.bottoms[0], layer.tops[0]
-    names = [x, ctx.const(f"{layer.name}.weight", w)]
-    if layer.p.bias_term:
-        names.append(ctx.const(f"{layer.name}.bias", ctx.weight(layer, "bias")))
     if len(layer.in_shapes[0]) == 2:
-        ctx.node("Gemm", names, [y], layer.name, transB=1)
+        names = [x, ctx.const(f"{layer.name}.weight", w)]
+        if layer.p.bias_term:
+            names.append(ctx.const(f"{layer.name}.bias", ctx.weight(layer, "bias")))
+        ctx.node("Gemm", names, [y], layer, transB=1)
         return
     # (N, T, C): MatMul over the last axis, then the bias
     wt = ctx.const(f"{layer.name}.weight_t", np.ascontiguousarray(w.T))
-    mm = f"{layer.name}/matmul" if layer.p.bias_term else y
-    ctx.node("MatMul", [x, wt], [mm], f"{layer.name}/matmul")
-    ctx.initializers = [t for t in ctx.initializers if t.name != f"{layer.name}.weight"]
-    if layer.p.bias_term:
-        ctx.node("Add", [mm, names[2]], [y], layer.name)
+    if not layer.p.bias_term:
+        ctx.node("MatMul", [x, wt], [y], layer)
+        return
+    mm = ctx.tmp(layer, "matmul")
+    ctx.node("MatMul", [x, wt], [mm], layer, "matmul")
+    ctx.node("Add", [mm, ctx.const(f"{layer.name}.bias", ctx.weight(layer, "bias"))], [y], layer)
 
 
 @CONVERTERS.register("Convolution")
@@ -66,7 +91,7 @@ def convolution(ctx, layer):
     ins = [layer.bottoms[0], ctx.const(f"{layer.name}.weight", ctx.weight(layer, "weight"))]
     if p.bias_term:
         ins.append(ctx.const(f"{layer.name}.bias", ctx.weight(layer, "bias")))
-    ctx.node("Conv", ins, layer.tops, layer.name, kernel_shape=[p.kernel_size] * 2,
+    ctx.node("Conv", ins, layer.tops, layer, kernel_shape=[p.kernel_size] * 2,
              strides=[p.stride] * 2, pads=[p.pad] * 4, dilations=[p.dilation] * 2, group=p.group)
 
 
@@ -75,7 +100,7 @@ def pooling(ctx, layer):
     p = layer.p
     if p.global_pooling:
         op = "GlobalMaxPool" if p.pool == P.MAX else "GlobalAveragePool"
-        ctx.node(op, layer.bottoms, layer.tops, layer.name)
+        ctx.node(op, layer.bottoms, layer.tops, layer)
         return
     # CEIL is written as FLOOR with the overhang as explicit end padding: ONNX's ceil_mode
     # output size lacks Caffe's rule (the last window starts inside the input or left pad)
@@ -86,48 +111,48 @@ def pooling(ctx, layer):
     attrs = dict(kernel_shape=[p.kernel_size] * 2, strides=[p.stride] * 2,
                  pads=[pad, pad, pad + eh, pad + ew], ceil_mode=0)
     if p.pool == P.MAX:
-        ctx.node("MaxPool", layer.bottoms, layer.tops, layer.name, **attrs)
+        ctx.node("MaxPool", layer.bottoms, layer.tops, layer, **attrs)
     elif p.avg_divisor != P.VALID and (eh or ew):
         # PADDED must not count the overhang: average over the input only, then rescale
         # by (input positions / PADDED positions) per window, a constant map
         scale = P.divisor_map(p, h, w, oh, ow, P.VALID) / P.divisor_map(p, h, w, oh, ow, P.PADDED)
-        ctx.node("AveragePool", layer.bottoms, [f"{layer.name}/valid_mean"], f"{layer.name}/mean",
-                 count_include_pad=0, **attrs)
+        mean = ctx.tmp(layer, "valid_mean")
+        ctx.node("AveragePool", layer.bottoms, [mean], layer, "mean", count_include_pad=0, **attrs)
         k = ctx.const(f"{layer.name}/divisor", scale[None, None].astype(np.float32))
-        ctx.node("Mul", [f"{layer.name}/valid_mean", k], layer.tops, layer.name)
+        ctx.node("Mul", [mean, k], layer.tops, layer)
     else:
         # PADDED counts the padding (count_include_pad=1); VALID only the input
-        ctx.node("AveragePool", layer.bottoms, layer.tops, layer.name,
+        ctx.node("AveragePool", layer.bottoms, layer.tops, layer,
                  count_include_pad=int(p.avg_divisor != P.VALID), **attrs)
 
 
 @CONVERTERS.register("ReLU", "Sigmoid", "TanH")
 def activation(ctx, layer):
     op = {"ReLU": "Relu", "Sigmoid": "Sigmoid", "TanH": "Tanh"}[layer.type]
-    ctx.node(op, layer.bottoms, layer.tops, layer.name)
+    ctx.node(op, layer.bottoms, layer.tops, layer)
 
 
 @CONVERTERS.register("LRN")
 def lrn(ctx, layer):
     # ONNX LRN divides alpha by size, as the spec does: alpha passes through unchanged
     p = layer.p
-    ctx.node("LRN", layer.bottoms, layer.tops, layer.name, size=p.local_size, alpha=p.alpha,
+    ctx.node("LRN", layer.bottoms, layer.tops, layer, size=p.local_size, alpha=p.alpha,
              beta=p.beta, bias=p.k)
 
 
 @CONVERTERS.register("Dropout")
 def dropout(ctx, layer):
-    ctx.node("Identity", layer.bottoms, layer.tops, layer.name)
+    ctx.node("Identity", layer.bottoms, layer.tops, layer)
 
 
 @CONVERTERS.register("Softmax")
 def softmax(ctx, layer):
-    ctx.node("Softmax", layer.bottoms, layer.tops, layer.name, axis=layer.p.axis)
+    ctx.node("Softmax", layer.bottoms, layer.tops, layer, axis=layer.p.axis)
 
 
 def _reshape(ctx, layer, shape: list[int]):
     s = ctx.const(f"{layer.name}/shape", np.array(shape, dtype=np.int64))
-    ctx.node("Reshape", [layer.bottoms[0], s], layer.tops, layer.name)
+    ctx.node("Reshape", [layer.bottoms[0], s], layer.tops, layer)
 
 
 @CONVERTERS.register("Flatten")
@@ -144,30 +169,32 @@ def reshape(ctx, layer):
 
 @CONVERTERS.register("Concat")
 def concat(ctx, layer):
-    ctx.node("Concat", layer.bottoms, layer.tops, layer.name, axis=layer.p.axis)
+    ctx.node("Concat", layer.bottoms, layer.tops, layer, axis=layer.p.axis)
 
 
 @CONVERTERS.register("Eltwise")
 def eltwise(ctx, layer):
     p = layer.p
-    if p.operation == 0:
-        ctx.node("Mul", layer.bottoms[:2], [layer.tops[0] if len(layer.bottoms) == 2 else
-                                            f"{layer.name}/0"], layer.name)
-        for i, b in enumerate(layer.bottoms[2:], start=1):
-            out = layer.tops[0] if i == len(layer.bottoms) - 2 else f"{layer.name}/{i}"
-            ctx.node("Mul", [f"{layer.name}/{i - 1}", b], [out], f"{layer.name}/{i}")
+    if p.operation == spec_pb2.EltwiseParam.PROD:
+        acc = layer.bottoms[0]
+        for i, b in enumerate(layer.bottoms[1:], start=1):
+            last = i == len(layer.bottoms) - 1
+            out = layer.tops[0] if last else ctx.tmp(layer, str(i))
+            ctx.node("Mul", [acc, b], [out], layer, "" if last else str(i))
+            acc = out
         return
-    if p.operation == 2:
-        ctx.node("Max", layer.bottoms, layer.tops, layer.name)
+    if p.operation == spec_pb2.EltwiseParam.MAX:
+        ctx.node("Max", layer.bottoms, layer.tops, layer)
         return
     terms = list(layer.bottoms)
     if len(p.coeff) and any(c != 1.0 for c in p.coeff):
         terms = []
         for i, (b, c) in enumerate(zip(layer.bottoms, p.coeff)):
             k = ctx.const(f"{layer.name}/coeff{i}", np.array(c, dtype=np.float32))
-            ctx.node("Mul", [b, k], [f"{layer.name}/term{i}"], f"{layer.name}/term{i}")
-            terms.append(f"{layer.name}/term{i}")
-    ctx.node("Sum", terms, layer.tops, layer.name)
+            term = ctx.tmp(layer, f"term{i}")
+            ctx.node("Mul", [b, k], [term], layer, f"term{i}")
+            terms.append(term)
+    ctx.node("Sum", terms, layer.tops, layer)
 
 
 @CONVERTERS.register("BatchNorm")
@@ -181,13 +208,13 @@ def batch_norm(ctx, layer):
            ctx.const(f"{layer.name}.beta", shift),
            ctx.const(f"{layer.name}.running_mean", ctx.weight(layer, "running_mean")),
            ctx.const(f"{layer.name}.running_var", ctx.weight(layer, "running_var"))]
-    ctx.node("BatchNormalization", ins, layer.tops, layer.name, epsilon=layer.p.eps)
+    ctx.node("BatchNormalization", ins, layer.tops, layer, epsilon=layer.p.eps)
 
 
 @CONVERTERS.register("Embedding")
 def embedding(ctx, layer):
     w = ctx.const(f"{layer.name}.weight", ctx.weight(layer, "weight"))
-    ctx.node("Gather", [w, layer.bottoms[0]], layer.tops, layer.name, axis=0)
+    ctx.node("Gather", [w, layer.bottoms[0]], layer.tops, layer, axis=0)
 
 
 def lstm_gates_to_onnx(a: np.ndarray) -> np.ndarray:
@@ -204,12 +231,12 @@ def lstm(ctx, layer):
     r = lstm_gates_to_onnx(ctx.weight(layer, "weight_hh"))[None]
     # B = [Wb, Rb]: the spec's one bias, then zeros
     b = np.concatenate([lstm_gates_to_onnx(ctx.weight(layer, "bias")), np.zeros(4 * h, np.float32)])[None]
-    ctx.node("Transpose", layer.bottoms, [f"{n}/tnc"], f"{n}/to_time_major", perm=[1, 0, 2])
-    ctx.node("LSTM", [f"{n}/tnc", ctx.const(f"{n}.W", w), ctx.const(f"{n}.R", r),
-                      ctx.const(f"{n}.B", b)], [f"{n}/y"], f"{n}/lstm", hidden_size=h)
-    ctx.node("Squeeze", [f"{n}/y", ctx.const(f"{n}/axis1", np.array([1], np.int64))],
-             [f"{n}/y_tnh"], f"{n}/squeeze")
-    ctx.node("Transpose", [f"{n}/y_tnh"], layer.tops, n, perm=[1, 0, 2])
+    tnc, y, tnh = ctx.tmp(layer, "tnc"), ctx.tmp(layer, "y"), ctx.tmp(layer, "y_tnh")
+    ctx.node("Transpose", layer.bottoms, [tnc], layer, "to_time_major", perm=[1, 0, 2])
+    ctx.node("LSTM", [tnc, ctx.const(f"{n}.W", w), ctx.const(f"{n}.R", r),
+                      ctx.const(f"{n}.B", b)], [y], layer, "lstm", hidden_size=h)
+    ctx.node("Squeeze", [y, ctx.const(f"{n}/axis1", np.array([1], np.int64))], [tnh], layer, "squeeze")
+    ctx.node("Transpose", [tnh], layer.tops, layer, perm=[1, 0, 2])
 
 
 def make_model(net, weights, opset: int = DEFAULT_OPSET):
@@ -225,7 +252,7 @@ def make_model(net, weights, opset: int = DEFAULT_OPSET):
         shape = ["N", *net.shapes[blob][1:]]
         return helper.make_tensor_value_info(blob, elem, shape)
 
-    inputs = [value_info(l.tops[0], TensorProto.INT64 if l.p.dtype == 1 else TensorProto.FLOAT)
+    inputs = [value_info(l.tops[0], TensorProto.INT64 if l.p.dtype == spec_pb2.InputParam.INT64 else TensorProto.FLOAT)
               for l in net.deploy_layers if l.kind.is_input]
     outputs = [value_info(o) for o in net.outputs]
     graph = helper.make_graph(ctx.nodes, net.name, inputs, outputs, ctx.initializers)

@@ -14,8 +14,10 @@ at each image input, and one before each 4-D output. Every conversion is explici
   - LSTM: Keras's gate order i, f, c, o is the spec's i, f, g, o; kernel (in, 4u) = W_ih^T,
     recurrent kernel W_hh^T, one bias; unit_forget_bias off (no forget bias is added).
   - BatchNorm: the spec's epsilon (Keras defaults to 1e-3).
-Every Keras layer carries the spec layer's name; a layer that ends in an op gets an Identity
-layer with that name, so any blob can be exposed. The model is saved as model.keras (load
+Every Keras layer carries the spec layer's name, made a unique Keras name (`kname`, then
+UniqueNames: "fc.1" and "fc 1" get "fc.1" and "fc_1", a second "fc_1" gets "fc_1_2"; the
+manifest records which is which); a layer that ends in an op gets an Identity layer with
+that name, so any blob can be exposed. The model is saved as model.keras (load
 with safe_mode=True: no Lambda, no custom objects) and exported as a SavedModel.
 """
 
@@ -27,7 +29,9 @@ import numpy as np
 
 from zoo.layers import pooling as P
 
-from .registry import Registry, Unsupported
+from zoo import spec_pb2
+
+from .registry import Registry, UniqueNames, Unsupported
 
 CONVERTERS = Registry("tensorflow")
 MODEL_FILE = "model.keras"
@@ -38,8 +42,18 @@ NHWC_TO_NCHW = (3, 1, 2)
 AXIS_NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
 
 
+MAX_NAME = 100
+# the keras.ops this converter calls on symbolic tensors: Keras names those nodes itself
+# ("pad", "pad_1", ...), and a layer of the same name would make the model invalid
+KERAS_OP_NAMES = re.compile(r"(pad|multiply|square|power)(_[0-9]+)?\Z")
+
+
 def kname(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    """A Keras (and TensorFlow scope) name made from a spec string: ASCII letters, digits,
+    '_', '.', '-', starting with a letter; not yet unique (Context.names makes it so)."""
+    s = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:MAX_NAME]
+    s = s if s[:1].isalpha() else "x" + s
+    return s + "_" if KERAS_OP_NAMES.match(s) else s
 
 
 # --- weight layouts: spec (canonical) <-> Keras -------------------------------------------
@@ -99,11 +113,17 @@ class Context:
         self.assign = []        # (keras layer name, index, canonical key, transform, arg)
         self.pending = {}       # keras layer name -> list of arrays to set after build
         self.layer_of = {}      # blob -> keras layer name whose output it is
-        self.count = 0
+        self.names = UniqueNames(kname)
+        for layer in net.layers:    # spec layers first: they get the plainest names
+            self.layer_name(layer)
+
+    def layer_name(self, layer) -> str:
+        """The Keras name of a spec layer (an Input layer is named after its blob)."""
+        return self.names.name(layer.name, layer.tops[0] if layer.kind.is_input else layer.name)
 
     def fresh(self, base: str) -> str:
-        self.count += 1
-        return f"{kname(base)}__{self.count}"
+        """A name for a Keras layer zoo adds (a permute, a padding, ...)."""
+        return self.names.fresh(base)
 
     def put(self, blob: str, tensor, tag: str, layer_name: str, flat=None):
         self.t[blob], self.tag[blob], self.layer_of[blob] = tensor, tag, layer_name
@@ -140,16 +160,13 @@ class Context:
                 self.assign.append({"layer": layer_name, "index": i, "key": k[0], "transform": k[1], "arg": k[2]})
 
 
-def _name(layer) -> str:
-    return kname(layer.name)
-
-
 @CONVERTERS.register("Input")
 def input_(ctx, layer):
-    dtype = "int64" if layer.p.dtype == 1 else "float32"
-    x = ctx.keras.Input(shape=layer.out_shapes[0][1:], dtype=dtype, name=kname(layer.tops[0]))
+    dtype = "int64" if layer.p.dtype == spec_pb2.InputParam.INT64 else "float32"
+    name = ctx.layer_name(layer)
+    x = ctx.keras.Input(shape=layer.out_shapes[0][1:], dtype=dtype, name=name)
     ctx.inputs.append(x)
-    ctx.put(layer.tops[0], x, "plain", kname(layer.tops[0]))
+    ctx.put(layer.tops[0], x, "plain", name)
 
 
 @CONVERTERS.register("InnerProduct")
@@ -157,7 +174,7 @@ def inner_product(ctx, layer):
     b = layer.bottoms[0]
     flat = ctx.flat.get(b) if ctx.tag[b] == "flat" else None
     x = ctx.t[b] if flat else ctx.plain(b)
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     y = ctx.keras.layers.Dense(int(layer.p.num_output), use_bias=layer.p.bias_term, name=name)(x)
     arrays = [dense_to_keras(ctx.weight(layer, "weight"), flat)]
     keys = [(f"{layer.name}.weight", "dense", flat)]
@@ -177,7 +194,7 @@ def convolution(ctx, layer):
     x = ctx.nhwc(layer.bottoms[0])
     if p.pad:
         x = L.ZeroPadding2D(int(p.pad), name=ctx.fresh(f"{layer.name}_pad"))(x)
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     y = L.Conv2D(int(p.num_output), int(p.kernel_size), strides=int(p.stride), padding="valid",
                  dilation_rate=int(p.dilation), groups=int(p.group), use_bias=p.bias_term,
                  name=name)(x)
@@ -195,7 +212,7 @@ def pooling(ctx, layer):
     import keras
     p, L, ops = layer.p, ctx.keras.layers, keras.ops
     x = ctx.nhwc(layer.bottoms[0])
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     if p.global_pooling:
         cls = L.GlobalMaxPooling2D if p.pool == P.MAX else L.GlobalAveragePooling2D
         ctx.put(layer.tops[0], cls(keepdims=True, name=name)(x), "nhwc", name)
@@ -226,7 +243,7 @@ def pooling(ctx, layer):
 def activation(ctx, layer):
     act = {"ReLU": "relu", "Sigmoid": "sigmoid", "TanH": "tanh"}[layer.type]
     b = layer.bottoms[0]
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     y = ctx.keras.layers.Activation(act, name=name)(ctx.t[b])
     ctx.put(layer.tops[0], y, ctx.tag[b], name, ctx.flat.get(b))
 
@@ -244,14 +261,14 @@ def lrn(ctx, layer):
     sumsq = L.Conv2D(c, 1, use_bias=True, trainable=False, name=ctx.fresh(f"{layer.name}_window"))
     s = sumsq(ops.square(x))
     ctx.set_weights(sumsq.name, [band[None, None], np.full(c, p.k, np.float32)], [None, None])
-    y = L.Identity(name=_name(layer))(ops.multiply(x, ops.power(s, -float(p.beta))))
-    ctx.put(layer.tops[0], y, "nhwc", _name(layer))
+    y = L.Identity(name=ctx.layer_name(layer))(ops.multiply(x, ops.power(s, -float(p.beta))))
+    ctx.put(layer.tops[0], y, "nhwc", ctx.layer_name(layer))
 
 
 @CONVERTERS.register("Dropout")
 def dropout(ctx, layer):
     b = layer.bottoms[0]
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     y = ctx.keras.layers.Dropout(float(layer.p.dropout_ratio), name=name)(ctx.t[b])
     ctx.put(layer.tops[0], y, ctx.tag[b], name, ctx.flat.get(b))
 
@@ -261,7 +278,7 @@ def softmax(ctx, layer):
     b = layer.bottoms[0]
     rank = len(layer.in_shapes[0])
     axis = layer.p.axis % rank
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     if ctx.tag[b] == "nhwc":
         y = ctx.keras.layers.Softmax(axis=AXIS_NCHW_TO_NHWC[axis], name=name)(ctx.t[b])
         ctx.put(layer.tops[0], y, "nhwc", name)
@@ -276,7 +293,7 @@ def flatten(ctx, layer):
     b = layer.bottoms[0]
     rank = len(layer.in_shapes[0])
     axis = layer.p.axis % rank
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     if ctx.tag[b] == "nhwc" and axis == 1:
         # keep NHWC order (h, w, c); the next InnerProduct permutes its rows to match
         y = ctx.keras.layers.Flatten(name=name)(ctx.t[b])
@@ -288,7 +305,7 @@ def flatten(ctx, layer):
 
 @CONVERTERS.register("Reshape")
 def reshape(ctx, layer):
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     y = ctx.keras.layers.Reshape(layer.out_shapes[0][1:], name=name)(ctx.plain(layer.bottoms[0]))
     ctx.put(layer.tops[0], y, "plain", name)
 
@@ -297,7 +314,7 @@ def reshape(ctx, layer):
 def concat(ctx, layer):
     rank = len(layer.in_shapes[0])
     axis = layer.p.axis % rank
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     if rank == 4:
         xs = [ctx.nhwc(b) for b in layer.bottoms]
         y = ctx.keras.layers.Concatenate(axis=AXIS_NCHW_TO_NHWC[axis], name=name)(xs)
@@ -316,13 +333,13 @@ def eltwise(ctx, layer):
         xs, tag, flat = [ctx.t[b] for b in layer.bottoms], tags.pop(), ctx.flat.get(layer.bottoms[0])
     else:
         xs, tag, flat = [ctx.plain(b) for b in layer.bottoms], "plain", None
-    name, op = _name(layer), layer.p.operation
-    if op == 1:
+    name, op = ctx.layer_name(layer), layer.p.operation
+    if op == spec_pb2.EltwiseParam.SUM:
         coeff = list(layer.p.coeff) or [1.0] * len(xs)
         xs = [x if c == 1.0 else L.Rescaling(float(c), name=ctx.fresh(f"{layer.name}_coeff"))(x)
               for c, x in zip(coeff, xs)]
         y = L.Add(name=name)(xs)
-    elif op == 0:
+    elif op == spec_pb2.EltwiseParam.PROD:
         y = L.Multiply(name=name)(xs)
     else:
         y = L.Maximum(name=name)(xs)
@@ -334,7 +351,7 @@ def batch_norm(ctx, layer):
     p = layer.p
     b = layer.bottoms[0]
     x = ctx.nhwc(b) if len(layer.in_shapes[0]) == 4 else ctx.plain(b)
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     bn = ctx.keras.layers.BatchNormalization(axis=-1, epsilon=float(p.eps), momentum=0.9,
                                              center=p.scale_bias, scale=p.scale_bias, name=name)
     y = bn(x)
@@ -348,7 +365,7 @@ def batch_norm(ctx, layer):
 
 @CONVERTERS.register("Embedding")
 def embedding(ctx, layer):
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     y = ctx.keras.layers.Embedding(int(layer.p.input_dim), int(layer.p.num_output), name=name)(
         ctx.plain(layer.bottoms[0]))
     ctx.set_weights(name, [ctx.weight(layer, "weight")], [(f"{layer.name}.weight", "identity", None)])
@@ -357,7 +374,7 @@ def embedding(ctx, layer):
 
 @CONVERTERS.register("LSTM")
 def lstm(ctx, layer):
-    name = _name(layer)
+    name = ctx.layer_name(layer)
     cell = ctx.keras.layers.LSTM(int(layer.p.num_output), return_sequences=True, activation="tanh",
                                  recurrent_activation="sigmoid", unit_forget_bias=False, name=name)
     y = cell(ctx.plain(layer.bottoms[0]))
@@ -385,14 +402,14 @@ def make_model(net, weights):
     for layer in net.deploy_layers:
         CONVERTERS.get(layer.type)(ctx, layer)
     # outputs: the network's outputs, then the loss layers' non-label bottoms, all in the
-    # spec's layout, each behind a layer named "out:BLOB" so the runner finds them
+    # spec's layout, each behind an Identity layer "out__BLOB" (the runner takes them in order)
     heads = list(net.outputs)
     for l in net.loss_layers:
         heads += [b for b in l.bottoms if b not in labels and b not in heads]
     outputs = []
     for blob in heads:
         x = ctx.plain(blob)
-        outputs.append(keras.layers.Identity(name=f"out__{kname(blob)}")(x))
+        outputs.append(keras.layers.Identity(name=ctx.fresh(f"out__{blob}"))(x))
     model = keras.Model(ctx.inputs, outputs, name=kname(net.name))
     for lname, arrays in ctx.pending.items():
         layer = model.get_layer(lname)

@@ -9,26 +9,64 @@ loss. Generating the code needs no torch; writing safetensors uses safetensors.n
 
 from __future__ import annotations
 
+import builtins
 import keyword
+import math
 import re
 
 import numpy as np
 
+from zoo import spec_pb2
 from zoo.layers import pooling as P
 
-from .registry import Registry
+from .registry import Registry, UniqueNames
 
 CONVERTERS = Registry("torch")
 MODEL_FILE = "model.py"
 WEIGHTS_FILE = "weights.safetensors"
+MAX_IDENT = 60
+
+# The rule for model.py: a spec string is never code. Identifiers (attributes, variables,
+# arguments, the class) come from UniqueNames over `ident` (plain ASCII, one per spec
+# string); every other spec string (blob names as dict keys, name, description, source)
+# is a repr() literal.
+
+# names the generated module defines or imports at top level
+MODULE_NAMES = {"Path", "torch", "F", "nn", "load", "Model", "NAME", "DESCRIPTION", "SOURCE",
+                "annotations"}
+# nn.Module's public attributes (dir(nn.Module()) without "_" names; a test compares it with
+# the installed torch): a submodule attribute must not shadow one. `ident` never starts
+# with "_", so the private ones cannot be hit.
+NN_MODULE_ATTRS = {
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init",
+    "children", "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr",
+    "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule",
+    "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers", "named_children",
+    "named_modules", "named_parameters", "parameters", "register_backward_hook",
+    "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook",
+    "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
+    "register_module", "register_parameter", "register_state_dict_post_hook",
+    "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule",
+    "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
+    "zero_grad", "training_loss"}
+PYTHON_NAMES = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
+ATTR_RESERVED = PYTHON_NAMES | NN_MODULE_ATTRS
+LOCAL_RESERVED = PYTHON_NAMES | MODULE_NAMES | {"self", "return_all", "b"}
 
 
 def ident(name: str) -> str:
-    """A Python identifier for a blob or layer name ("layer1.0.conv1" -> "layer1_0_conv1")."""
-    s = re.sub(r"\W", "_", name)
-    if not s or s[0].isdigit():
-        s = "_" + s
-    return s + "_" if keyword.iskeyword(s) or s in {"self", "torch", "nn", "F", "b"} else s
+    """A plain ASCII Python identifier made from a spec string ("layer1.0.conv1" ->
+    "layer1_0_conv1"); not yet unique, and not yet checked against reserved names: the
+    Context's UniqueNames do both."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name)[:MAX_IDENT]
+    return s if s[:1].isalpha() else "x" + s
+
+
+def num(x: float) -> str:
+    """A float literal; inf and nan (not Python literals) as float('inf')."""
+    x = float(x)
+    return repr(x) if math.isfinite(x) else f"float({str(x)!r})"
 
 
 class Context:
@@ -39,21 +77,21 @@ class Context:
         self.loss: list[str] = []       # loss terms of training_loss
         self.state: dict[str, np.ndarray] = {}   # torch state_dict name -> array
         self.names: dict[str, str] = {}          # canonical "layer.w" -> torch name
-        self.var: dict[str, str] = {}            # blob -> python variable
+        self.attrs = UniqueNames(ident, ATTR_RESERVED)     # layer -> self.ATTR
+        self.vars = UniqueNames(ident, LOCAL_RESERVED)     # blob -> local variable / argument
 
     def v(self, blob: str) -> str:
-        return self.var[blob]
+        return self.vars.name(blob)
+
+    def temp(self, base: str) -> str:
+        """A local variable of zoo's own (e.g. a padded copy)."""
+        return self.vars.fresh(base)
 
     def out(self, layer) -> str:
-        name = ident(layer.tops[0])
-        taken = set(self.var.values())
-        while name in taken:
-            name += "_"
-        self.var[layer.tops[0]] = name
-        return name
+        return self.v(layer.tops[0])
 
     def attr(self, layer) -> str:
-        return ident(layer.name)
+        return self.attrs.name(layer.name)
 
     def param(self, layer, key: str, torch_key: str, array: np.ndarray | None = None) -> None:
         """Copy canonical weight `layer.key` to state_dict entry `ATTR.torch_key`."""
@@ -64,7 +102,7 @@ class Context:
 
 @CONVERTERS.register("Input")
 def input_(ctx, layer):
-    ctx.var[layer.tops[0]] = ident(layer.tops[0])
+    ctx.v(layer.tops[0])   # an argument of forward
 
 
 @CONVERTERS.register("InnerProduct")
@@ -103,15 +141,16 @@ def pooling(ctx, layer):
     if 2 * pad > k:
         # PyTorch's pools take pad <= kernel/2 only: pad explicitly, then pool unpadded.
         # The output-size rule and the divisor are re-derived for the padded input.
+        padded = ctx.temp(f"{x}_pad")
         if p.pool == P.MAX:
-            ctx.fwd.append(f"{x}_pad = F.pad({x}, ({pad},) * 4, value=float('-inf'))")
+            ctx.fwd.append(f"{padded} = F.pad({x}, ({pad},) * 4, value=float('-inf'))")
         elif p.avg_divisor == P.PADDED:
-            ctx.fwd.append(f"{x}_pad = F.pad({x}, ({pad},) * 4)")
+            ctx.fwd.append(f"{padded} = F.pad({x}, ({pad},) * 4)")
         else:
             from .registry import Unsupported
             raise Unsupported(f"torch: layer {layer.name!r}: AVE pooling with pad > kernel/2 "
                               "and the VALID divisor")
-        x, pad = f"{x}_pad", 0
+        x, pad = padded, 0
         if ceil:
             from .registry import Unsupported
             raise Unsupported(f"torch: layer {layer.name!r}: CEIL pooling with pad > kernel/2")
@@ -136,15 +175,15 @@ def activation(ctx, layer):
 def lrn(ctx, layer):
     # PyTorch divides alpha by size, as the spec does: alpha passes through unchanged
     p, a = layer.p, ctx.attr(layer)
-    ctx.init.append(f"self.{a} = nn.LocalResponseNorm({p.local_size}, alpha={p.alpha!r}, "
-                    f"beta={p.beta!r}, k={p.k!r})")
+    ctx.init.append(f"self.{a} = nn.LocalResponseNorm({p.local_size}, alpha={num(p.alpha)}, "
+                    f"beta={num(p.beta)}, k={num(p.k)})")
     ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({ctx.v(layer.bottoms[0])})")
 
 
 @CONVERTERS.register("Dropout")
 def dropout(ctx, layer):
     a = ctx.attr(layer)
-    ctx.init.append(f"self.{a} = nn.Dropout({layer.p.dropout_ratio!r})")
+    ctx.init.append(f"self.{a} = nn.Dropout({num(layer.p.dropout_ratio)})")
     ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({ctx.v(layer.bottoms[0])})")
 
 
@@ -175,10 +214,10 @@ def concat(ctx, layer):
 def eltwise(ctx, layer):
     xs = [ctx.v(b) for b in layer.bottoms]
     op = layer.p.operation
-    if op == 1:
+    if op == spec_pb2.EltwiseParam.SUM:
         coeff = list(layer.p.coeff) or [1.0] * len(xs)
-        expr = " + ".join(x if c == 1.0 else f"{c!r} * {x}" for c, x in zip(coeff, xs))
-    elif op == 0:
+        expr = " + ".join(x if c == 1.0 else f"{num(c)} * {x}" for c, x in zip(coeff, xs))
+    elif op == spec_pb2.EltwiseParam.PROD:
         expr = " * ".join(xs)
     else:
         expr = xs[0]
@@ -192,7 +231,7 @@ def batch_norm(ctx, layer):
     p, a = layer.p, ctx.attr(layer)
     c = layer.in_shapes[0][1]
     cls = "BatchNorm2d" if len(layer.in_shapes[0]) == 4 else "BatchNorm1d"
-    ctx.init.append(f"self.{a} = nn.{cls}({c}, eps={p.eps!r}, affine={p.scale_bias})")
+    ctx.init.append(f"self.{a} = nn.{cls}({c}, eps={num(p.eps)}, affine={p.scale_bias})")
     if p.scale_bias:
         ctx.param(layer, "gamma", "weight")
         ctx.param(layer, "beta", "bias")
@@ -230,46 +269,49 @@ def softmax_with_loss(ctx, layer):
     logits, label = layer.bottoms
     k = layer.in_shapes[0][-1]
     w = layer.p.loss_weight
-    scale = "" if w == 1.0 else f"{w!r} * "
+    scale = "" if w == 1.0 else f"{num(w)} * "
     ctx.loss.append(f"{scale}F.cross_entropy(b[{logits!r}].reshape(-1, {k}), "
-                    f"{ident(label)}.reshape(-1))")
+                    f"{ctx.v(label)}.reshape(-1))")
 
 
 @CONVERTERS.register("EuclideanLoss")
 def euclidean_loss(ctx, layer):
     a, b2 = layer.bottoms
     w = layer.p.loss_weight
-    scale = "" if w == 1.0 else f"{w!r} * "
-    rhs = f"b[{b2!r}]" if b2 not in ctx.net.labels else ident(b2)
+    scale = "" if w == 1.0 else f"{num(w)} * "
+    rhs = f"b[{b2!r}]" if b2 not in ctx.net.labels else ctx.v(b2)
     ctx.loss.append(f"{scale}((b[{a!r}] - {rhs}) ** 2).sum() / (2 * b[{a!r}].shape[0])")
 
 
 def class_name(net_name: str) -> str:
-    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]", net_name) if part) or "Net"
+    """The model's class: the net name in CamelCase ("alexnet-r" -> "AlexnetR"), kept clear
+    of Python's names and the module's own."""
+    camel = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]", net_name) if part)
+    camel = camel[:MAX_IDENT] if camel[:1].isalpha() else "Net" + camel[:MAX_IDENT]
+    return UniqueNames(lambda s: s, PYTHON_NAMES | MODULE_NAMES).fresh(camel)
 
 
 def generate(net, weights) -> tuple[str, Context]:
     ctx = Context(net, weights)
     CONVERTERS.check(net.layers)
     labels = set(net.labels)
+    for blob in net.data_inputs + net.labels:
+        ctx.v(blob)     # the arguments get the plainest names
     for layer in net.layers:
-        if layer.kind.is_loss:
-            continue
-        if layer.kind.is_input and layer.tops[0] in labels:
-            ctx.var[layer.tops[0]] = ident(layer.tops[0])
+        if layer.kind.is_loss or (layer.kind.is_input and layer.tops[0] in labels):
             continue
         CONVERTERS.get(layer.type)(ctx, layer)
     for layer in net.loss_layers:
         CONVERTERS.get(layer.type)(ctx, layer)
 
-    data_args = ", ".join(ident(b) for b in net.data_inputs)
-    label_args = ", ".join(ident(b) for b in net.labels)
+    data_args = ", ".join(ctx.v(b) for b in net.data_inputs)
+    label_args = ", ".join(ctx.v(b) for b in net.labels)
     blobs = [t for l in net.deploy_layers if not l.kind.is_input for t in l.tops]
     outs = [ctx.v(o) for o in net.outputs]
     cls = class_name(net.name)
     ind = " " * 8
     lines = [
-        f'"""{net.name}: {net.description}',
+        '"""A zoo network as a plain PyTorch module (NAME, DESCRIPTION and SOURCE below).',
         "",
         f"Generated by zoo from its spec (sha256 {net.sha256[:16]}...). Plain PyTorch: needs only",
         "torch and safetensors. Layout NCHW / batch first, as the spec.",
@@ -283,6 +325,10 @@ def generate(net, weights) -> tuple[str, Context]:
         "import torch",
         "import torch.nn.functional as F",
         "from torch import nn",
+        "",
+        f"NAME = {net.name!r}",
+        f"DESCRIPTION = {net.description!r}",
+        f"SOURCE = {net.proto.source!r}",
         "",
         "",
         f"class {cls}(nn.Module):",
@@ -300,7 +346,7 @@ def generate(net, weights) -> tuple[str, Context]:
         lines += [
             "",
             f"    def training_loss(self, {data_args}, {label_args}):",
-            f'        """The spec\'s loss: {" + ".join(l.type for l in net.loss_layers)}."""',
+            '        """The spec\'s loss layers, summed."""',
             f"        b = self.forward({data_args}, return_all=True)",
             "        return " + " + ".join(ctx.loss),
         ]
@@ -331,6 +377,6 @@ def build(net, weights, outdir, options=None) -> dict:
     save_file({k: np.ascontiguousarray(v) for k, v in ctx.state.items()}, str(outdir / WEIGHTS_FILE))
     return {"files": [MODEL_FILE, WEIGHTS_FILE], "class": class_name(net.name),
             "dtype": (options or {}).get("dtype", "float32"),
-            "names": ctx.names, "data_inputs": [ident(b) for b in net.data_inputs],
-            "labels": [ident(b) for b in net.labels],
-            "input_names": {b: ident(b) for b in net.data_inputs + net.labels}}
+            "names": ctx.names, "data_inputs": [ctx.v(b) for b in net.data_inputs],
+            "labels": [ctx.v(b) for b in net.labels],
+            "input_names": {b: ctx.v(b) for b in net.data_inputs + net.labels}}
