@@ -1,10 +1,18 @@
-"""The child process: `python -m zoo.runners DIR` runs DIR/job.json for one engine.
+"""The child process: `python -m zoo.runners DIR` runs DIR/job.json for one engine;
+`python -m zoo.runners --serve FD` serves many jobs, one at a time, in one process.
 
-Writes DIR/result.json and DIR/outputs.npz, or DIR/error.json when the work raised, with
-the kind of failure decided here by exception class (`unsupported`, `engine-unavailable`,
-`error`) and the exception's own message as the one-line reason. The parent
-(zoo/isolation.py) set the thread and device variables before this process started, so they
-are in force before any engine is imported.
+Each job writes DIR/result.json and DIR/outputs.npz, or DIR/error.json when the work raised,
+with the kind of failure decided here by exception class (`unsupported`,
+`engine-unavailable`, `error`) and the exception's own message as the one-line reason. The
+parent (zoo/isolation.py) set the thread and device variables before this process started,
+so they are in force before any engine is imported.
+
+Serve mode (zoo.isolation.Worker): the parent writes one job folder per line on stdin, as a
+JSON string; the child runs it exactly as the one-shot mode does and answers on file
+descriptor FD with one line, the job's exit status (0: result.json written, 1: error.json
+written). The engine is imported once, by the first job. EOF on stdin ends the child.
+Loaded runners are kept for forward jobs (see `_runner`); a train or bench job always loads
+the build afresh, since both change the runner's model.
 """
 
 from __future__ import annotations
@@ -37,18 +45,30 @@ import json  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+from collections import OrderedDict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+TEST_FAULTS_VAR = "ZOO_TEST_FAULTS"   # "1": a job's own "fault" field is honoured (tests only)
 
-def _inject_fault(engine: str) -> None:
-    """Test hook: ZOO_FAULT=ENGINE:KIND makes this engine's child crash, hang or raise, so
-    the tests can show the parent reports it and goes on. Unset in normal use."""
+
+def _fault_for(job: dict) -> str:
+    """The fault to inject into this job, or "". ZOO_FAULT=ENGINE:KIND applies to every job of
+    that engine; a job's "fault" field only when ZOO_TEST_FAULTS=1 is in this child's
+    environment, so a job file alone can never steer a normal run."""
     spec = os.environ.get("ZOO_FAULT", "")
-    if not spec or spec.split(":")[0] != engine:
-        return
-    kind = spec.split(":", 1)[1]
+    if spec and spec.split(":")[0] == job.get("engine"):
+        return spec.split(":", 1)[1]
+    if os.environ.get(TEST_FAULTS_VAR) == "1" and isinstance(job.get("fault"), str):
+        return job["fault"]
+    return ""
+
+
+def _inject_fault(job: dict) -> None:
+    """Test hook: make this job crash, hang or raise (`_fault_for`), so the tests can show the
+    parent reports it and goes on. Nothing happens in normal use."""
+    kind = _fault_for(job)
     if kind == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif kind == "sigsegv":
@@ -88,13 +108,51 @@ def do_build(job: dict, work: Path):
     return meta, {}
 
 
-def _runner(job: dict):
+# --- loaded runners ------------------------------------------------------------------------
+# A forward job leaves its runner as it found it (eval mode, the build's weights), so a
+# serving child keeps the last few and the next forward on the same build skips the load and
+# the manifest hashing. train_step and bench's iterations update the model in place (torch,
+# tensorflow) and switch it to training mode (torch: dropout), so those jobs always get a
+# fresh runner from the build's files and never enter this cache.
+KEEP_RUNNERS = 2       # a network's plain and expose-every-blob forward, or engine + oracle
+_runners: OrderedDict = OrderedDict()
+
+
+def _load_runner(job: dict):
     from zoo import engines
     mod = importlib.import_module(engines.get(job["engine"]).runner_module)
     runner = mod.Runner(Path(job["artifact"]), job["device"], job.get("threads"),
                         job.get("options") or {})
     runner.load()
     return runner
+
+
+def _build_identity(artifact: Path) -> tuple | None:
+    """What changes when the build at `artifact` is replaced (a rebuild renames a new folder
+    in, so the folder's inode changes), or None when it cannot be read."""
+    try:
+        d, m = os.stat(artifact), os.stat(artifact / "manifest.json")
+    except OSError:
+        return None
+    return (d.st_dev, d.st_ino, m.st_ino, m.st_mtime_ns, m.st_size)
+
+
+def _runner(job: dict, reuse: bool = False):
+    """(the job's runner, loaded; "loaded" or "kept"): with reuse, a kept one for the same
+    build and settings when there is one."""
+    ident = _build_identity(Path(job["artifact"])) if reuse else None
+    if ident is None:
+        return _load_runner(job), "loaded"
+    key = (job["engine"], str(Path(job["artifact"]).resolve()), ident, job["device"],
+           job.get("threads"), json.dumps(job.get("options") or {}, sort_keys=True))
+    if key in _runners:
+        _runners.move_to_end(key)
+        return _runners[key], "kept"
+    runner = _load_runner(job)
+    _runners[key] = runner
+    while len(_runners) > KEEP_RUNNERS:
+        _runners.popitem(last=False)
+    return runner, "loaded"
 
 
 def _inputs(work: Path) -> dict[str, np.ndarray]:
@@ -106,19 +164,19 @@ def _inputs(work: Path) -> dict[str, np.ndarray]:
 
 
 def do_forward(job: dict, work: Path):
-    runner = _runner(job)
+    runner, how = _runner(job, reuse=True)
     outs = runner.forward(_inputs(work), job.get("expose"))
-    return {"blobs": sorted(outs), **runner.info()}, outs
+    return {"blobs": sorted(outs), "runner": how, **runner.info()}, outs
 
 
 def do_train(job: dict, work: Path):
-    runner = _runner(job)
+    runner, _ = _runner(job)
     losses, weights = runner.train_step(_inputs(work), int(job.get("steps", 1)))
     return {"losses": [float(x) for x in losses], **runner.info()}, weights
 
 
 def do_bench(job: dict, work: Path):
-    runner = _runner(job)
+    runner, _ = _runner(job)
     return runner.bench(_inputs(work), job["mode"], job["warmup"], job["iters"],
                         job["min_time"], job.get("layers", False)), {}
 
@@ -156,11 +214,11 @@ def reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {message_}" if message_ else type(e).__name__
 
 
-def main(argv: list[str]) -> int:
-    work = Path(argv[0])
+def run_job(work: Path) -> int:
+    """Run the job in folder `work`: 0 when result.json was written, 1 for error.json."""
     try:
         job = json.loads((work / "job.json").read_text())
-        _inject_fault(job["engine"])
+        _inject_fault(job)
         result, arrays = ACTIONS[job["action"]](job, work)
         if arrays:
             np.savez(work / "outputs.npz", **{k: np.asarray(v) for k, v in arrays.items()})
@@ -174,6 +232,40 @@ def main(argv: list[str]) -> int:
             "unsupported": kind == "unsupported",   # read by builds.py until it reads "kind"
             "traceback": traceback.format_exc()[-4000:]}))
         return 1
+
+
+def _reset_peak_memory() -> None:
+    """A bench job reports the process's peak RSS (runners/base.py): in a serving child that
+    must be this job's peak, not an earlier job's, so the kernel's high-water mark is reset
+    before each job (Linux; elsewhere the figure covers the child's life so far)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def serve(answer_fd: int) -> int:
+    """Jobs from stdin (one JSON-quoted folder per line), answers on `answer_fd`, until EOF."""
+    answers = os.fdopen(answer_fd, "w", buffering=1)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        _reset_peak_memory()
+        code = run_job(Path(json.loads(line)))
+        sys.stdout.flush()
+        sys.stderr.flush()      # the parent reads this job's stderr once it has the answer
+        answers.write(f"{code}\n")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--serve"]:
+        if len(argv) != 2 or not argv[1].isdigit():
+            print("usage: python -m zoo.runners --serve ANSWER_FD", file=sys.stderr)
+            return 2
+        return serve(int(argv[1]))
+    return run_job(Path(argv[0]))
 
 
 if __name__ == "__main__":

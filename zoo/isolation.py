@@ -1,11 +1,15 @@
-"""Engine work in a fresh child process: the parent's side of process isolation.
+"""Engine work in child processes: the parent's side of process isolation.
 
-Every conversion, run and timing of an engine happens in `python -m zoo.runners DIR`
-(runners/__main__.py). The parent writes DIR/job.json (and DIR/inputs.npz), sets the
-engine's thread, device and log variables in the child's environment (in force before the
-engine is imported), starts it in its own process group, and waits with a timeout.
+Every conversion, run and timing of an engine happens in a child, `python -m zoo.runners
+--serve FD` (runners/__main__.py). A `Worker` owns one such child for one engine and
+thread/device setting and sends it jobs one at a time: for each, the parent writes
+DIR/job.json (and DIR/inputs.npz), sends DIR on the child's stdin and waits, with a timeout,
+for its one-line answer. The engine's thread, device and log variables are in the child's
+environment (in force before the engine is imported); the child is the leader of its own
+process group. `run` is a one-job Worker (a fresh child per call); `WorkerPool` runs
+several engines' Workers side by side.
 
-The child's outcome is one typed `ChildResult.status`:
+Each job's outcome is one typed `ChildResult.status`:
   ok                  result.json (and outputs.npz) were written
   unsupported         the engine cannot express the layer or option (zoo.errors.Unsupported)
   engine-unavailable  the engine or the device asked for is not there (EngineUnavailable)
@@ -13,13 +17,16 @@ The child's outcome is one typed `ChildResult.status`:
   timeout             the timeout passed: the child's whole process group was killed
   crashed             a signal (SIGSEGV, SIGABRT from a glog CHECK, SIGKILL from the OOM
                       killer) or an exit without a result; reason names the signal and the
-                      last meaningful line of stderr
-None of these is raised: the caller goes on with the next engine.
+                      last meaningful line of the job's stderr
+None of these is raised: the caller goes on with the next job. After error, timeout and
+crashed the Worker's child is replaced (lazily, by the next job); see `Worker`.
 
-No engine outlives zoo: while a child runs, SIGTERM, SIGINT and SIGHUP kill every live
-child's process group and end zoo with status 128 + signal (130 for Ctrl-C), unwinding so
-that temporary folders are removed on the way out; a SIGKILLed zoo cannot clean up, so the
-child asks the kernel to kill it when its parent dies (PR_SET_PDEATHSIG, runners/__main__.py).
+No engine outlives zoo: while a Worker (or `run`) is open, SIGTERM, SIGINT and SIGHUP kill
+every live child's process group and end zoo with status 128 + signal (130 for Ctrl-C),
+unwinding so that temporary folders are removed on the way out; a SIGKILLed zoo cannot clean
+up, so the child asks the kernel to kill it when its parent dies (PR_SET_PDEATHSIG,
+runners/__main__.py; children are started from one long-lived thread, `_spawn`, since the
+kernel means the thread that started it).
 """
 
 from __future__ import annotations
@@ -28,22 +35,26 @@ import contextlib
 import json
 import os
 import re
+import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import engines
-from .errors import ZooError
+from .errors import UsageError, ZooError
 
-__all__ = ["ChildResult", "DEFAULT_TIMEOUT", "STATUSES", "STDERR_TAIL", "Terminated",
-           "describe_exit", "kill_children", "meaningful_line", "run", "signals_end_children"]
+__all__ = ["ChildResult", "DEFAULT_TIMEOUT", "STATUSES", "STDERR_TAIL", "Terminated", "Worker",
+           "WorkerPool", "describe_exit", "kill_children", "meaningful_line", "plan_parallelism",
+           "run", "signals_end_children", "usable_cores"]
 
 DEFAULT_TIMEOUT = 900.0
 STDERR_TAIL = 15
@@ -79,43 +90,329 @@ def describe_exit(code: int) -> str:
 def run(engine: str, action: str, job: dict, arrays: dict[str, np.ndarray] | None = None, *,
         threads: int | None = None, device: str = "cpu", timeout: float = DEFAULT_TIMEOUT,
         keep_dir: Path | None = None) -> ChildResult:
-    """Run `action` of `engine` in a child process; never raises for the child's failures."""
-    try:
-        env = {**os.environ, **engines.get(engine).environment(threads, device),
-               PARENT_PID_VAR: str(os.getpid())}
-    except ZooError as e:   # an unknown engine name
-        return ChildResult("engine-unavailable", reason=str(e))
-    with signals_end_children(), tempfile.TemporaryDirectory(prefix="zoo-child-") as tmp:
-        work = Path(keep_dir or tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "job.json").write_text(json.dumps({**job, "engine": engine, "action": action,
-                                                   "threads": threads, "device": device}))
-        if arrays:
-            np.savez(work / "inputs.npz", **arrays)
-        t0 = time.perf_counter()
-        code = _start_and_wait(work, env, timeout)
-        wall = time.perf_counter() - t0
-        tail = _tail(work / "stderr.txt")
-        if code is None:
-            return ChildResult("timeout", reason=f"timed out after {timeout:g} s (process group "
-                               "killed)", stderr_tail=tail, wall_s=wall)
-        return _outcome(work, code, tail, wall)
+    """Run `action` of `engine` in a fresh child process; never raises for the child's failures.
+    A one-job `Worker`: the child is started for this job and ended after it."""
+    with signals_end_children(), Worker(engine, threads, device) as worker:
+        return worker.run(action, job, arrays, timeout=timeout, keep_dir=keep_dir)
 
 
-def _start_and_wait(work: Path, env: dict, timeout: float) -> int | None:
-    """The child's exit code, or None when it timed out. Its process group is killed either
-    way, so no grandchild outlives the run."""
-    with open(work / "stderr.txt", "wb") as err, open(work / "stdout.txt", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "zoo.runners", str(work)],
-                                stdout=out, stderr=err, env=env, start_new_session=True)
-        _live[proc.pid] = proc
+class Worker:
+    """One long-lived child for `engine` (with its thread and device setting) that runs jobs
+    one at a time; the engine is imported once, by the first job.
+
+    `run` has `isolation.run`'s typed results and reasons. The child is started lazily, for
+    the first job and after each replacement. It lives on after ok, unsupported and
+    engine-unavailable (zoo's own checks, raised before or without any engine computation).
+    It is replaced after an error, a timeout and a crash: an exception from inside an engine
+    may leave it unusable (MXNet's asynchronous engine re-raises a failed operation's error at
+    the next wait; a half-loaded model), so the next job starts clean, as it would in a
+    one-shot child. On a timeout the child's process group is killed first.
+
+    While the child lives its process group is in `_live`, so `kill_children` (SIGTERM,
+    SIGINT, SIGHUP under `signals_end_children`, which a Worker used as a context manager
+    holds from the main thread) ends it even while it idles; a SIGKILLed zoo's children die by
+    PR_SET_PDEATHSIG. Jobs of one Worker are serialised; use one Worker per thread of work.
+    """
+
+    def __init__(self, engine: str, threads: int | None = None, device: str = "cpu"):
+        self.engine, self.threads, self.device = engine, threads, device
+        self._lock = threading.Lock()
+        self._child: _Child | None = None
+        self._closed = False
+        self._signals: contextlib.ExitStack | None = None
+        self.started = 0          # children started so far (the first, then replacements)
+
+    @property
+    def pid(self) -> int | None:
+        """The live child's pid (= its process group id), or None between children."""
+        child = self._child
+        return child.proc.pid if child is not None and child.proc.poll() is None else None
+
+    def run(self, action: str, job: dict, arrays: dict[str, np.ndarray] | None = None, *,
+            timeout: float = DEFAULT_TIMEOUT, keep_dir: Path | None = None) -> ChildResult:
+        """Run one job in the child; never raises for the child's failures."""
+        with self._lock, signals_end_children():
+            if self._closed:
+                raise ZooError(f"worker for {self.engine} is closed")
+            try:
+                env = self._environment()
+            except ZooError as e:   # an unknown engine name
+                return ChildResult("engine-unavailable", reason=str(e))
+            if self._child is not None and self._child.proc.poll() is not None:
+                self._retire()      # died while idle (killed from outside): not this job's doing
+            if self._child is None:
+                self._child = _Child.start(env)
+                self.started += 1
+            try:
+                res = self._child.run({**job, "engine": self.engine, "action": action,
+                                       "threads": self.threads, "device": self.device},
+                                      arrays, timeout, keep_dir)
+            except BaseException:   # Terminated, KeyboardInterrupt: the job's state is unknown
+                self._retire()
+                raise
+            if res.status in ("error", "timeout", "crashed") or self._closed:
+                self._retire()
+            return res
+
+    def _environment(self) -> dict:
+        return {**os.environ, **engines.get(self.engine).environment(self.threads, self.device),
+                PARENT_PID_VAR: str(os.getpid())}
+
+    def _retire(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            child.end()
+
+    def close(self) -> None:
+        """End the child (its whole process group) and remove its folder. Idempotent."""
+        self._closed = True
+        if not self._lock.acquire(blocking=False):
+            child = self._child     # a job in flight in another thread: it ends now, as crashed
+            if child is not None:
+                _kill_group(child.proc)
+            self._lock.acquire()
         try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
+            self._retire()
         finally:
-            _kill_group(proc)
-            _live.pop(proc.pid, None)
+            self._lock.release()
+        if self._signals is not None:
+            signals, self._signals = self._signals, None
+            signals.close()
+
+    def __enter__(self) -> "Worker":
+        self._signals = contextlib.ExitStack()
+        self._signals.enter_context(signals_end_children())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def plan_parallelism(jobs: int | None = None, cores: int | None = None) -> tuple[int, int]:
+    """(children running at once, threads per child) so that together they use the cores
+    and do not oversubscribe them: jobs defaults to one per core; each child gets an equal
+    share of the cores, at least one thread."""
+    cores = cores or usable_cores()
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs {jobs}: expected 1 or more")
+    jobs = jobs or cores
+    return jobs, max(1, cores // jobs)
+
+
+class WorkerPool:
+    """Workers by (engine, threads, device), running jobs of different Workers side by side,
+    at most `jobs` at once; the jobs of one Worker run one after another in submission order
+    (threads of this process wait on the children). `submit` returns a Future of the
+    ChildResult; `run_all` runs a list and returns the results in its order.
+
+    Use it as a context manager from the main thread: while it is open SIGTERM, SIGINT and
+    SIGHUP kill every child and raise Terminated; `close` ends every child, in flight or idle,
+    and cancels jobs not started."""
+
+    def __init__(self, jobs: int | None = None):
+        self.jobs, _ = plan_parallelism(jobs)
+        self._workers: dict[tuple, Worker] = {}
+        self._queue: list[tuple[tuple, tuple, dict, Future]] = []
+        self._busy: set[tuple] = set()
+        self._cv = threading.Condition()
+        self._executor = ThreadPoolExecutor(self.jobs, thread_name_prefix="zoo-pool")
+        self._signals: contextlib.ExitStack | None = None
+        self._closed = False
+
+    def worker(self, engine: str, threads: int | None = None, device: str = "cpu") -> Worker:
+        key = (engine, threads, device)
+        with self._cv:
+            if self._closed:
+                raise ZooError("the worker pool is closed")
+            if key not in self._workers:
+                self._workers[key] = Worker(engine, threads, device)
+            return self._workers[key]
+
+    def submit(self, engine: str, action: str, job: dict, arrays: dict | None = None, *,
+               threads: int | None = None, device: str = "cpu",
+               timeout: float = DEFAULT_TIMEOUT) -> Future:
+        self.worker(engine, threads, device)      # created here: a closed pool refuses
+        future: Future = Future()
+        with self._cv:
+            self._queue.append(((engine, threads, device), (action, job, arrays),
+                                {"timeout": timeout}, future))
+            self._dispatch()
+        return future
+
+    def run_all(self, calls: list[dict]) -> list[ChildResult]:
+        """Each call a dict of `submit`'s arguments; the results in the same order."""
+        futures = [self.submit(**call) for call in calls]
+        return [f.result() for f in futures]
+
+    def _dispatch(self) -> None:
+        """Start queued jobs whose Worker is idle while fewer than `jobs` run (lock held)."""
+        while len(self._busy) < self.jobs:
+            item = next((it for it in self._queue if it[0] not in self._busy), None)
+            if item is None:
+                return
+            self._queue.remove(item)
+            self._busy.add(item[0])
+            self._executor.submit(self._execute, *item)
+
+    def _execute(self, key: tuple, args: tuple, kwargs: dict, future: Future) -> None:
+        try:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(self._workers[key].run(*args, **kwargs))
+                except BaseException as e:  # noqa: BLE001 - handed to whoever waits on it
+                    future.set_exception(e)
+        finally:
+            with self._cv:
+                self._busy.discard(key)
+                if not self._closed:
+                    self._dispatch()
+
+    def close(self) -> None:
+        """Cancel jobs not started, end every child (a job in flight is reported crashed),
+        wait for the pool's threads. Idempotent."""
+        with self._cv:
+            self._closed = True
+            queued, self._queue = self._queue, []
+        for *_, future in queued:
+            future.cancel()
+        for worker in list(self._workers.values()):
+            worker.close()
+        self._executor.shutdown(wait=True)
+        if self._signals is not None:
+            signals, self._signals = self._signals, None
+            signals.close()
+
+    def __enter__(self) -> "WorkerPool":
+        self._signals = contextlib.ExitStack()
+        self._signals.enter_context(signals_end_children())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Child:
+    """One `python -m zoo.runners --serve` process: jobs go to its stdin, one line each, and
+    it answers each on a pipe of its own (its stdout and stderr go to files, since engines
+    print there). Its folder (zoo-child-*) holds those files and the job folders."""
+
+    def __init__(self, proc: subprocess.Popen, answers: int, folder: Path):
+        self.proc, self.answers, self.folder = proc, answers, folder
+        self.jobs = 0
+        self.stopped = False
+        self._pending = b""
+
+    @classmethod
+    def start(cls, env: dict) -> "_Child":
+        folder = Path(tempfile.mkdtemp(prefix="zoo-child-"))
+        read_end, write_end = os.pipe()
+        try:
+            # O_APPEND: the files can be emptied between jobs while the child holds them
+            with open(folder / "stdout.txt", "ab") as out, open(folder / "stderr.txt", "ab") as err:
+                proc = _spawn([sys.executable, "-m", "zoo.runners", "--serve", str(write_end)],
+                              stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
+                              start_new_session=True, pass_fds=(write_end,))
+        except BaseException:
+            os.close(read_end)
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            os.close(write_end)
+        _live[proc.pid] = proc
+        return cls(proc, read_end, folder)
+
+    def run(self, job: dict, arrays, timeout: float, keep_dir: Path | None) -> ChildResult:
+        self.jobs += 1
+        work = Path(keep_dir) if keep_dir else self.folder / f"job-{self.jobs}"
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            for name in ("stdout.txt", "stderr.txt"):     # this job's output only
+                os.truncate(self.folder / name, 0)
+            (work / "job.json").write_text(json.dumps(job))
+            if arrays:
+                np.savez(work / "inputs.npz", **arrays)
+            t0 = time.perf_counter()
+            code = self._send_and_wait(work, timeout)
+            wall = time.perf_counter() - t0
+            if code is None:
+                self.stop()     # before reading stderr: nothing more is written to it
+            tail = _tail(self.folder / "stderr.txt")
+            if keep_dir:
+                for name in ("stdout.txt", "stderr.txt"):
+                    shutil.copyfile(self.folder / name, work / name)
+            if code is None:
+                return ChildResult("timeout", reason=f"timed out after {timeout:g} s (process "
+                                   "group killed)", stderr_tail=tail, wall_s=wall)
+            return _outcome(work, code, tail, wall)
+        finally:
+            if not keep_dir:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def _send_and_wait(self, work: Path, timeout: float) -> int | None:
+        """The job's exit status: the child's answer (0 or 1), or its exit code when it died
+        (then its group is killed and it is reaped); None when the timeout passed."""
+        try:
+            self.proc.stdin.write((json.dumps(str(work)) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return self._exit_code()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self.answers], [], [], left)
+            if ready:
+                chunk = os.read(self.answers, 64)
+                if not chunk:       # EOF: the child died
+                    return self._exit_code()
+                self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return 0 if line.strip() == b"0" else 1
+
+    def _exit_code(self) -> int:
+        self.stop()
+        code = self.proc.poll()
+        return code if code is not None else -signal.SIGKILL
+
+    def stop(self) -> None:
+        """Kill the child's process group, reap it and close its pipes. Idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
+        _kill_group(self.proc)
+        _live.pop(self.proc.pid, None)
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        os.close(self.answers)
+
+    def end(self) -> None:
+        """stop, and remove the child's folder."""
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(argv: list[str], **popen_kw) -> subprocess.Popen:
+    """Start a child from one thread that lives as long as zoo. PR_SET_PDEATHSIG fires when
+    the *thread* that started the child ends, not its process: a long-lived child started by
+    a pool thread would be killed when that thread exits."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(1, thread_name_prefix="zoo-spawner")
+    return _spawner.submit(subprocess.Popen, argv, **popen_kw).result()
 
 
 def _outcome(work: Path, code: int, tail: str, wall: float) -> ChildResult:
