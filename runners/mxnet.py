@@ -52,7 +52,6 @@ class Runner(BaseRunner):
         return [self.mx.nd.array(inputs[n], ctx=self.ctx, dtype="float32") for n in names]
 
     def forward(self, inputs, expose=None):
-        from zoo.converters.mxnet import sname
         mx = self.mx
         blobs = self.outputs_for(expose)
         feed = self._nd(inputs, self.meta["input_blobs"])
@@ -65,7 +64,7 @@ class Runner(BaseRunner):
         if internals is None:
             sym = mx.sym.load(str(self.dir / f"{self.meta['prefix']}-symbol.json"))
             internals = sym.get_internals()
-        outs = [internals[f"{sname(b)}_output"] for b in blobs]
+        outs = [internals[f"{self.meta['symbols'][b]}_output"] for b in blobs]
         probe = mx.gluon.SymbolBlock(mx.sym.Group(outs), [mx.sym.var(n) for n in self.meta["inputs"]],
                                      params=self.block.collect_params())
         res = probe(*feed)
