@@ -123,11 +123,3 @@ def test_gpu_device_without_cuda_is_a_clear_skip():
     [r] = verifier.verify(["linreg"], ["torch"], device="gpu0")
     assert r.status == "skipped" and "no CUDA device is present" in r.reason, r.reason
 
-
-def test_the_old_module_names_still_work_until_the_switch(linreg_torch, monkeypatch):
-    """zoo.child and `python -m zoo.runners.child` stay until verifier/benchmark switch."""
-    from zoo import child
-    monkeypatch.setenv("ZOO_FAULT", "torch:unsupported")
-    r = child.run("torch", "forward", {"artifact": str(linreg_torch)}, timeout=60)
-    assert r.status == "error" and r.result["unsupported"]
-    assert r.reason == "Unsupported: fault injected by ZOO_FAULT: this engine cannot express it"

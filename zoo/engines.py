@@ -3,7 +3,7 @@
 An engine is a converter module (spec + weights -> native files, with a `CONVERTERS`
 registry of the layer types it handles), a runner module (native files + inputs -> outputs,
 a training step, timings; a `Runner(zoo.runners.base.Runner)`), both run in a child process
-(zoo/child.py), and one `Engine(...)` below. Adding an engine is those three things. What an
+(zoo/isolation.py, runners/__main__.py), and one `Engine(...)` below. Adding an engine is those three things. What an
 engine cannot express is computed from its converter's registry plus its declared `gaps`,
 each with the reason; `zoo engines`, verify, bench and the tests read it from here.
 
