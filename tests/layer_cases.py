@@ -98,3 +98,155 @@ CASES = {
                            'layer { name: "fc" type: "InnerProduct" bottom: "lstm" inner_product_param { num_output: 7 } }\n'
                            'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" }\n'),
 }
+
+# --- issue 14: today's vocabulary ------------------------------------------------------------
+SEQ = 'layer { name: "x" type: "Input" input_param { shape: [2, 4, 6] } }\n'   # (N, T, D)
+
+
+def layer(name, type_, bottoms, params="", tops=()):
+    b = " ".join(f'bottom: "{x}"' for x in ([bottoms] if isinstance(bottoms, str) else bottoms))
+    t = " ".join(f'top: "{x}"' for x in tops)
+    return f'layer {{ name: "{name}" type: "{type_}" {b} {t} {params} }}\n'
+
+
+def act(type_, params=""):
+    """A conv, then the activation, then the head: the activation's input is trained."""
+    return IMG + LABEL4 + conv("c", "x", "pad: 1") + layer("a", type_, "c", params) + head("a")
+
+
+def seq_head(blob):
+    """Flatten + InnerProduct + SoftmaxWithLoss after an (N, T, D) blob."""
+    return (layer("flat", "Flatten", blob) + layer("fc", "InnerProduct", "flat",
+                                                   "inner_product_param { num_output: 3 }")
+            + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" }\n')
+
+
+CASES.update({
+    # per-axis kernel, stride, dilation; asymmetric pads; depthwise with stride 2
+    "Convolution-per-axis": spec("t-convhw", IMG + LABEL4 + conv("c", "x").replace(
+        "kernel_size: 3", "kernel_h: 3 kernel_w: 1 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0 "
+        "dilation_h: 1 dilation_w: 2") + head("c")),
+    "Convolution-asymmetric-pad": spec("t-convap", IMG + LABEL4 + conv(
+        "c", "x", "stride: 2 pad_top: 0 pad_bottom: 1 pad_left: 2 pad_right: 1") + head("c")),
+    "Convolution-depthwise-stride2": spec("t-convdw", IMG + LABEL4 + layer(
+        "c", "Convolution", "x", "convolution_param { num_output: 4 kernel_size: 3 stride: 2 "
+        "pad: 1 group: 4 }") + head("c")),
+    "Convolution-depthwise-multiplier": spec("t-convdm", IMG + LABEL4 + layer(
+        "c", "Convolution", "x", "convolution_param { num_output: 8 kernel_size: 3 pad: 1 "
+        "group: 4 bias_term: false }") + head("c")),
+    # asymmetric pads with CEIL: 8x8, k 3, s 2, top 0 bottom 1 -> ceil(6/2)+1 = 4, kept
+    "Pooling-MAX-asymmetric-ceil": spec("t-maxac", IMG + LABEL4 + pool(
+        "p", "x", "pool: MAX kernel_size: 3 stride: 2 pad_top: 0 pad_bottom: 1 pad_left: 1 "
+        "pad_right: 0 round_mode: CEIL") + head("p")),
+    # 8x8, k 2, s 2, top 0 bottom 1: ceil(7/2)+1 = 5, but the 5th window starts at 8 = H + 0
+    # (in the bottom padding), so the CEIL rule drops it: 4
+    "Pooling-MAX-asymmetric-ceil-clip": spec("t-maxacc", IMG + LABEL4 + pool(
+        "p", "x", "pool: MAX kernel_size: 2 stride: 2 pad_top: 0 pad_bottom: 1 pad_left: 0 "
+        "pad_right: 1 round_mode: CEIL") + head("p")),
+    "Pooling-AVE-asymmetric-ceil-PADDED": spec("t-aveacp", IMG + LABEL4 + pool(
+        "p", "x", "pool: AVE kernel_size: 3 stride: 2 pad_top: 1 pad_bottom: 0 pad_left: 0 "
+        "pad_right: 2 round_mode: CEIL avg_divisor: PADDED") + head("p")),
+    "Pooling-AVE-asymmetric-ceil-VALID": spec("t-aveacv", IMG + LABEL4 + pool(
+        "p", "x", "pool: AVE kernel_size: 3 stride: 2 pad_top: 1 pad_bottom: 0 pad_left: 0 "
+        "pad_right: 2 round_mode: CEIL avg_divisor: VALID") + head("p")),
+    "Pooling-per-axis": spec("t-poolhw", IMG + LABEL4 + pool(
+        "p", "x", "pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0 "
+        "round_mode: FLOOR") + head("p")),
+    # activations
+    "Clip-ReLU6": spec("t-relu6", act("Clip", "clip_param { min: 0 max: 0.5 }")),
+    "LeakyReLU": spec("t-leaky", act("LeakyReLU", "leaky_relu_param { negative_slope: 0.2 }")),
+    "PReLU": spec("t-prelu", act("PReLU")),
+    "PReLU-shared": spec("t-prelus", act("PReLU", "prelu_param { channel_shared: true }")),
+    "ELU": spec("t-elu", act("ELU", "elu_param { alpha: 0.7 }")),
+    "HardSigmoid": spec("t-hsig", act("HardSigmoid", "hard_sigmoid_param { alpha: 0.3 beta: 0.4 }")),
+    "HardSwish": spec("t-hswish", act("HardSwish")),
+    "SiLU": spec("t-silu", act("SiLU")),
+    "GELU": spec("t-gelu", act("GELU")),
+    "GELU-tanh": spec("t-gelut", act("GELU", "gelu_param { approximate: TANH }")),
+    "Softmax-axis2": spec("t-smax2", act("Softmax", "softmax_param { axis: 2 }")),
+    "LogSoftmax": spec("t-lsmax", act("LogSoftmax", "softmax_param { axis: 1 }")),
+    # broadcasting arithmetic: squeeze-and-excitation, and each axis broadcast
+    "Eltwise-SE-broadcast": spec("t-se", IMG + LABEL4 + conv("c", "x", "pad: 1") + layer(
+        "sq", "Reduce", "c", "reduce_param { operation: MEAN axis: [2, 3] keepdims: true }")
+        + layer("ex", "Convolution", "sq", "convolution_param { num_output: 6 kernel_size: 1 }")
+        + layer("gate", "Sigmoid", "ex")
+        + layer("se", "Eltwise", ["c", "gate"], "eltwise_param { operation: PROD }") + head("se")),
+    "Eltwise-broadcast-axes": spec("t-bcast", IMG + LABEL4 + conv("c", "x", "pad: 1")
+        + layer("r1", "Reduce", "c", "reduce_param { operation: MEAN axis: 1 keepdims: true }")
+        + layer("e1", "Eltwise", ["c", "r1"], "eltwise_param { operation: SUM coeff: [1, -0.5] }")
+        + layer("r2", "Reduce", "c", "reduce_param { operation: MAX axis: 2 keepdims: true }")
+        + layer("e2", "Eltwise", ["e1", "r2"], "eltwise_param { operation: SUB }")
+        + layer("r3", "Reduce", "c", "reduce_param { operation: SUM axis: 3 keepdims: true }")
+        + layer("s3", "Sigmoid", "r3")
+        + layer("e3", "Eltwise", ["e2", "s3"], "eltwise_param { operation: DIV }")
+        + layer("e4", "Eltwise", ["r2", "e3"], "eltwise_param { operation: MAX }") + head("e4")),
+    "Scale-Bias": spec("t-scale", IMG + LABEL4 + conv("c", "x", "pad: 1")
+        + layer("s", "Scale", "c", "scale_param { shape: [6, 1, 1] bias_term: true }")
+        + layer("b", "Bias", "s", "bias_param { shape: [1, 8, 8] }") + head("b")),
+    # ViT's class token, position embedding and x[:, 0]
+    "Parameter-Concat-Gather": spec("t-param", SEQ + LABEL4
+        + layer("cls", "Parameter", "x", "parameter_param { shape: [1, 6] }")
+        + layer("cat", "Concat", ["cls", "x"], "concat_param { axis: 1 }")
+        + layer("pos", "Bias", "cat", "bias_param { shape: [5, 6] }")
+        + layer("g", "Gather", "pos", "gather_param { axis: 1 index: 0 }")
+        + layer("fc", "InnerProduct", "g", "inner_product_param { num_output: 3 }")
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" }\n'),
+    "Reduce": spec("t-reduce", IMG + LABEL4 + conv("c", "x", "pad: 1")
+        + layer("m", "Reduce", "c", "reduce_param { operation: MEAN axis: [2, 3] }")
+        + layer("s", "Reduce", "c", "reduce_param { operation: SUM axis: [1, -1] }")
+        + layer("x2", "Reduce", "c", "reduce_param { operation: MAX axis: -2 }")
+        + layer("fm", "Flatten", "x2")
+        + layer("cat", "Concat", ["m", "s", "fm"], "concat_param { axis: 1 }")
+        + layer("fc", "InnerProduct", "cat", "inner_product_param { num_output: 3 }")
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" }\n'),
+    # to NHWC and back around a per-position InnerProduct (ConvNeXt's pointwise layers), and
+    # a Flatten of the NHWC blob: TensorFlow computes in NHWC, so both directions must hold
+    "Transpose-NHWC-round-trip": spec("t-nhwc", IMG + LABEL4 + conv("c", "x", "pad: 1")
+        + layer("t1", "Transpose", "c", "transpose_param { order: [0, 2, 3, 1] }")
+        + layer("pw", "InnerProduct", "t1", "inner_product_param { num_output: 5 axis: -1 }")
+        + layer("t2", "Transpose", "pw", "transpose_param { order: [0, 3, 1, 2] }")
+        + conv("c2", "t2", "pad: 1")
+        + layer("t3", "Transpose", "c2", "transpose_param { order: [0, 3, 2, 1] }") + head("t3")),
+    "Slice-unequal": spec("t-slice", IMG + LABEL4 + conv("c", "x", "pad: 1")
+        + layer("s", "Slice", "c", "slice_param { axis: 1 size: [1, 2, 3] }", tops=("a", "b", "d"))
+        + layer("w", "Slice", "d", "slice_param { axis: -1 size: [5, 3] }", tops=("w1", "w2"))
+        + layer("cat", "Concat", ["b", "a"], "concat_param { axis: 1 }")
+        + layer("f1", "Flatten", "cat") + layer("f2", "Flatten", "w1") + layer("f3", "Flatten", "w2")
+        + layer("all", "Concat", ["f3", "f1", "f2"], "concat_param { axis: 1 }")
+        + layer("fc", "InnerProduct", "all", "inner_product_param { num_output: 3 }")
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" }\n'),
+    "Squeeze-Unsqueeze": spec("t-squeeze", IMG + LABEL4 + conv("c", "x", "pad: 1")
+        + layer("m", "Reduce", "c", "reduce_param { operation: MEAN axis: [2, 3] keepdims: true }")
+        + layer("sq", "Squeeze", "m", "squeeze_param { axis: [2, 3] }")
+        + layer("un", "Unsqueeze", "sq", "unsqueeze_param { axis: [1] }")
+        + layer("ip", "InnerProduct", "un", "inner_product_param { num_output: 3 }")
+        + layer("sq2", "Squeeze", "ip", "squeeze_param { axis: -2 }")
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "sq2" bottom: "label" }\n'),
+    "Gather-axis2": spec("t-gather", IMG + LABEL4 + conv("c", "x", "pad: 1")
+        + layer("g", "Gather", "c", "gather_param { axis: 2 index: -3 }") + seq_head("g")),
+    "LayerNorm": spec("t-ln", SEQ + LABEL4 + layer("ip", "InnerProduct", "x", "inner_product_param { num_output: 6 }")
+        + layer("ln", "LayerNorm", "ip", "layer_norm_param { eps: 1e-6 }") + seq_head("ln")),
+    "LayerNorm-chw-noaffine": spec("t-lnchw", IMG + LABEL4 + conv("c", "x", "pad: 1")
+        + layer("ln", "LayerNorm", "c", "layer_norm_param { axis: 1 scale_bias: false }") + head("ln")),
+    "MatMul-attention": spec("t-attn", SEQ + LABEL4
+        + layer("q", "InnerProduct", "x", "inner_product_param { num_output: 6 }")
+        + layer("k", "InnerProduct", "x", "inner_product_param { num_output: 6 }")
+        + layer("v", "InnerProduct", "x", "inner_product_param { num_output: 6 }")
+        + layer("qh", "Reshape", "q", "reshape_param { shape: [0, 4, 2, 3] }")
+        + layer("kh", "Reshape", "k", "reshape_param { shape: [0, 4, 2, 3] }")
+        + layer("vh", "Reshape", "v", "reshape_param { shape: [0, 4, 2, 3] }")
+        + layer("qt", "Transpose", "qh", "transpose_param { order: [0, 2, 1, 3] }")
+        + layer("kt", "Transpose", "kh", "transpose_param { order: [0, 2, 1, 3] }")
+        + layer("vt", "Transpose", "vh", "transpose_param { order: [0, 2, 1, 3] }")
+        + layer("qk", "MatMul", ["qt", "kt"], "matmul_param { transpose_b: true scale: 0.5 }")
+        + layer("attn", "Softmax", "qk", "softmax_param { axis: -1 }")
+        + layer("av", "MatMul", ["attn", "vt"])
+        + layer("o", "Transpose", "av", "transpose_param { order: [0, 2, 1, 3] }")
+        + layer("or", "Reshape", "o", "reshape_param { shape: [0, 4, 6] }") + seq_head("or")),
+    "MatMul-transpose-a": spec("t-mmta", SEQ + LABEL4
+        + layer("ip", "InnerProduct", "x", "inner_product_param { num_output: 3 }")
+        + layer("g", "MatMul", ["ip", "x"], "matmul_param { transpose_a: true }") + seq_head("g")),
+    "InnerProduct-4d-last-axis": spec("t-ip4", IMG + LABEL4
+        + layer("ip", "InnerProduct", "x", "inner_product_param { num_output: 3 axis: -1 }")
+        + head("ip")),
+})

@@ -16,6 +16,9 @@ EXPECTED_PARAMS = {
     "fcn-s": 117_997_696, "fcn-r": 14_205_962, "alexnet-s": 62_378_344, "alexnet-r": 85_098,
     "resnet-56": 853_018, "resnet-50": 25_557_032, "lstm-32": 6_180_624, "lstm-64": 6_180_624,
     "softmax-mnist": 7_850, "mlp-mnist": 109_386, "twolayer": 101_110, "linreg": 3,
+    # torchvision's counts (specs/make_modern.py)
+    "resnet-18": 11_689_512, "mobilenet-v2": 3_504_872, "efficientnet-b0": 5_288_548,
+    "vit-b-16": 86_567_656,
 }
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +63,26 @@ def test_committed_resnets_are_generated():
     import make_resnets
     for fname, make in make_resnets.GENERATED.items():
         assert (ROOT / "specs" / fname).read_text() == make(), f"rerun specs/make_resnets.py ({fname})"
+
+
+def test_committed_modern_networks_are_generated():
+    sys.path.insert(0, str(ROOT / "specs"))
+    import make_modern
+    for fname, make in make_modern.GENERATED.items():
+        assert (ROOT / "specs" / fname).read_text() == make(), f"rerun specs/make_modern.py ({fname})"
+    assert make_modern.PARAMS == {k: EXPECTED_PARAMS[k] for k in make_modern.PARAMS}
+
+
+def test_modern_networks_known_shapes_and_macs():
+    vit = zoo.load("vit-b-16")
+    assert vit.shapes["cat"][1:] == (197, 768)
+    assert vit.shapes["encoder.layers.encoder_layer_0.self_attention.scores"][1:] == (12, 197, 197)
+    assert zoo.load("mobilenet-v2").shapes["features.18.1"][1:] == (1280, 7, 7)
+    assert zoo.load("efficientnet-b0").shapes["features.8.1"][1:] == (1280, 7, 7)
+    # torchvision's documented GFLOPS (multiply-adds) per 224x224 image
+    for name, gmacs in (("resnet-18", 1.81), ("mobilenet-v2", 0.30), ("efficientnet-b0", 0.39),
+                        ("vit-b-16", 17.56)):
+        assert zoo.load(name).with_batch(1).macs / 1e9 == pytest.approx(gmacs, abs=0.006), name
 
 
 def test_committed_schema_is_generated():

@@ -137,12 +137,15 @@ class Net:
         if n < lo or (hi is not None and n > hi):
             want = f"{lo}" if lo == hi else f"{lo} or more" if hi is None else f"{lo} to {hi}"
             raise self._err(f"takes {want} bottom(s), got {n}", layer=layer)
-        if len(layer.tops) != kind.n_tops:
-            raise self._err(f"has {kind.n_tops} top(s), got {len(layer.tops)}", layer=layer)
         try:
             kind.check(p)
         except L.LayerError as e:
             raise self._err(str(e), layer=layer) from None
+        want = kind.tops_for(p)
+        if len(layer.tops) != want:
+            raise self._err(f"has {want} top(s), got {len(layer.tops)}"
+                            + ("" if lp.top else " (top defaults to the layer's name): list "
+                               "each top"), layer=layer)
         return layer
 
     def _toposort(self, layers: list[Layer]) -> list[Layer]:
@@ -227,7 +230,9 @@ class Net:
             self.dtypes[layer.tops[0]] = layer.p.dtype
             return
         wants = [FLOAT32] * len(layer.bottoms)
-        if layer.type == "Embedding":
+        if layer.type == "Parameter":
+            wants = [self.dtypes[layer.bottoms[0]]]   # only its batch size is read
+        elif layer.type == "Embedding":
             wants = [INT64]
         elif layer.type == "SoftmaxWithLoss":
             wants = [FLOAT32, INT64]

@@ -63,6 +63,11 @@ class LayerType:
     is_input: ClassVar[bool] = False
     summary: ClassVar[str] = ""
 
+    @classmethod
+    def tops_for(cls, p) -> int:
+        """How many tops a layer with these parameters has (Slice: one per part)."""
+        return cls.n_tops
+
     @staticmethod
     def infer(p, shapes: list[Shape]) -> list[Shape]:
         raise NotImplementedError
@@ -87,6 +92,7 @@ class LayerType:
 
     @staticmethod
     def forward(p, xs: list[np.ndarray], w: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One float64 array per top."""
         raise NotImplementedError
 
     @classmethod

@@ -1,29 +1,41 @@
-"""Convolution (NCHW, square kernel, symmetric zero padding, dilation, groups).
+"""Convolution (NCHW, per-axis kernel, stride and dilation, per-side zero padding, groups:
+dense, grouped or depthwise).
 
-Weights: weight (O, C/group, k, k), bias (O,).
+Weights: weight (O, C/group, kh, kw), bias (O,). The forms a size may be stated in are
+resolved by geometry.resolve; `window(p)` is the one place converters read them from.
 """
 
 import numpy as np
 
 from .base import LayerError, LayerType, WeightSpec, lecun_uniform, positive, register, size, uniform
+from .geometry import Window, resolve
 
 
 def conv_out(h: int, k: int, s: int, p: int, d: int) -> int:
-    return (h + 2 * p - d * (k - 1) - 1) // s + 1
+    """Output size along one axis with pad p on both sides."""
+    return conv_out_sides(h, k, s, p, p, d)
+
+
+def conv_out_sides(h: int, k: int, s: int, before: int, after: int, d: int) -> int:
+    return (h + before + after - d * (k - 1) - 1) // s + 1
+
+
+def window(p) -> Window:
+    """The layer's window: kernel, stride, dilation per axis, pad per side."""
+    return resolve(p, dilation=True)
 
 
 @register
 class Convolution(LayerType):
     type = "Convolution"
     param_field = "convolution_param"
-    required = ("num_output", "kernel_size")
+    required = ("num_output",)
     summary = "2-D convolution, NCHW"
 
     @staticmethod
     def check(p):
-        positive(p, "num_output", "kernel_size", "stride", "dilation", "group")
-        if p.pad < 0:
-            raise LayerError(f"pad must be >= 0, got {p.pad}")
+        positive(p, "num_output", "group")
+        window(p)
         if p.num_output % p.group:
             raise LayerError(f"num_output {p.num_output} is not divisible by group {p.group}")
 
@@ -35,43 +47,46 @@ class Convolution(LayerType):
         n, c, h, w = s
         if c % p.group:
             raise LayerError(f"input channels {c} are not divisible by group {p.group}")
-        span = p.dilation * (p.kernel_size - 1) + 1
-        if span > min(h, w) + 2 * p.pad:
-            raise LayerError(f"kernel {p.kernel_size} (span {span}) is larger than the padded "
-                             f"input {h + 2 * p.pad}x{w + 2 * p.pad}")
-        k, st, pd, d = p.kernel_size, p.stride, p.pad, p.dilation
-        return [(n, int(p.num_output), conv_out(h, k, st, pd, d), conv_out(w, k, st, pd, d))]
+        g = window(p)
+        ph, pw = h + g.pad_top + g.pad_bottom, w + g.pad_left + g.pad_right
+        if g.span_h > ph or g.span_w > pw:
+            raise LayerError(f"kernel {g.kh}x{g.kw} (span {g.span_h}x{g.span_w}) is larger than "
+                             f"the padded input {ph}x{pw}")
+        return [(n, int(p.num_output),
+                 conv_out_sides(h, g.kh, g.sh, g.pad_top, g.pad_bottom, g.dh),
+                 conv_out_sides(w, g.kw, g.sw, g.pad_left, g.pad_right, g.dw))]
 
     @staticmethod
     def weights(p, shapes):
+        g = window(p)
         c = shapes[0][1] // p.group
-        fan_in = c * p.kernel_size**2
-        ws = [WeightSpec("weight", (int(p.num_output), c, int(p.kernel_size), int(p.kernel_size)),
-                         lecun_uniform(fan_in))]
+        ws = [WeightSpec("weight", (int(p.num_output), c, g.kh, g.kw), lecun_uniform(c * g.kh * g.kw))]
         if p.bias_term:
             ws.append(WeightSpec("bias", (int(p.num_output),), uniform(0.1)))
         return ws
 
     @staticmethod
     def macs(p, shapes, out):
-        return size(out[0]) * (shapes[0][1] // p.group) * p.kernel_size**2
+        g = window(p)
+        return size(out[0]) * (shapes[0][1] // p.group) * g.kh * g.kw
 
     @staticmethod
     def forward(p, xs, w):
         x = xs[0]
-        k, s, pd, d, g = (int(p.kernel_size), int(p.stride), int(p.pad), int(p.dilation),
-                          int(p.group))
-        x = np.pad(x, ((0, 0), (0, 0), (pd, pd), (pd, pd)))
-        span = d * (k - 1) + 1
-        # windows: (N, C, OH, OW, k, k), dilation by striding inside each window
-        win = np.lib.stride_tricks.sliding_window_view(x, (span, span), axis=(2, 3))
-        win = win[:, :, ::s, ::s, ::d, ::d]
+        g = window(p)
+        groups = int(p.group)
+        x = np.pad(x, ((0, 0), (0, 0), (g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right)))
+        # windows: (N, C, OH, OW, kh, kw), dilation by striding inside each window
+        win = np.lib.stride_tricks.sliding_window_view(x, (g.span_h, g.span_w), axis=(2, 3))
+        win = win[:, :, ::g.sh, ::g.sw, ::g.dh, ::g.dw]
         weight = w["weight"]
+        n, c, oh, ow = win.shape[:4]
         o, cg = weight.shape[0], weight.shape[1]
-        og = o // g
-        ys = [np.tensordot(win[:, i * cg:(i + 1) * cg], weight[i * og:(i + 1) * og],
-                           axes=([1, 4, 5], [1, 2, 3])) for i in range(g)]
-        y = np.concatenate(ys, axis=-1).transpose(0, 3, 1, 2)   # (N, O, OH, OW)
+        # one batched matrix product over the groups: (N, G, OH*OW, Cg*kh*kw) @ (G, Cg*kh*kw, O/G)
+        cols = win.reshape(n, groups, cg, oh, ow, g.kh, g.kw).transpose(0, 1, 3, 4, 2, 5, 6)
+        cols = cols.reshape(n, groups, oh * ow, cg * g.kh * g.kw)
+        kern = weight.reshape(groups, o // groups, cg * g.kh * g.kw).transpose(0, 2, 1)
+        y = (cols @ kern).transpose(0, 1, 3, 2).reshape(n, o, oh, ow)
         if "bias" in w:
             y = y + w["bias"][None, :, None, None]
         return [np.ascontiguousarray(y)]

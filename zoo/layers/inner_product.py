@@ -1,4 +1,7 @@
-"""InnerProduct: y = x W^T + b over the last axis. Weights: weight (out, in), bias (out,)."""
+"""InnerProduct: y = x W^T + b over the last axis of an (N, ..., C) blob.
+
+Weights: weight (out, in), bias (out,).
+"""
 
 
 from .base import LayerError, LayerType, WeightSpec, lecun_uniform, positive, register, size, uniform
@@ -18,9 +21,14 @@ class InnerProduct(LayerType):
     @staticmethod
     def infer(p, shapes):
         (s,) = shapes
-        if len(s) not in (2, 3):
+        if p.HasField("axis") and p.axis not in (-1, len(s) - 1):
+            raise LayerError(f"inner_product_param.axis {p.axis}: InnerProduct runs over the "
+                             f"last axis only (-1 or {len(s) - 1} for shape {s}); add a "
+                             "Transpose before it")
+        if len(s) < 2 or (len(s) > 3 and not p.HasField("axis")):
             raise LayerError(f"InnerProduct takes a (N, C) or (N, T, C) blob, got shape {s}; "
-                             "add a Flatten layer before it")
+                             "add a Flatten layer before it (or state axis: -1 to run over the "
+                             "last axis of a blob of rank 4 or more)")
         return [s[:-1] + (int(p.num_output),)]
 
     @staticmethod

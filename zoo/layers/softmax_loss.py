@@ -1,4 +1,4 @@
-"""Softmax and the loss layers (SoftmaxWithLoss, EuclideanLoss)."""
+"""Softmax, LogSoftmax and the loss layers (SoftmaxWithLoss, EuclideanLoss)."""
 
 import numpy as np
 
@@ -29,6 +29,16 @@ class Softmax(LayerType):
     @staticmethod
     def forward(p, xs, w):
         return [np.exp(log_softmax(xs[0], axis_of(p.axis, xs[0].ndim)))]
+
+
+@register
+class LogSoftmax(Softmax):
+    type = "LogSoftmax"
+    summary = "log of softmax along axis"
+
+    @staticmethod
+    def forward(p, xs, w):
+        return [log_softmax(xs[0], axis_of(p.axis, xs[0].ndim))]
 
 
 @register
