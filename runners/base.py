@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import resource
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -119,25 +117,42 @@ class Runner:
         return list(expose)
 
     def bench(self, inputs, mode: str, warmup: int, iters: int, min_time: float,
-              layers: bool = False) -> dict:
+              layers: bool = False, stats: dict | None = None) -> dict:
+        """Warm up and time one iteration of `mode` as zoo/stats.py says (the settings come
+        from `stats`, else from the runner options' "bench_stats", which zoo.benchmark sets;
+        `warmup`, `iters` and `min_time` are the minimums either way)."""
+        from zoo import stats as S
+        settings = bench_settings(warmup, iters, min_time,
+                                  stats if stats is not None else self.options.get("bench_stats"))
         step = self.make_iteration(inputs, mode)
-        for _ in range(warmup):
-            step()
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < iters or time.perf_counter() - start < min_time:
-            t0 = time.perf_counter()
-            step()                       # each iteration synchronises its device itself
-            times.append(time.perf_counter() - t0)
-        q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
-        out = {
-            "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "q1_s": q[0], "q3_s": q[2], "iqr_s": q[2] - q[0], "iters": len(times),
+        out = S.sample(step, settings)
+        if len(out["times_s"]) > MAX_RETURNED_TIMES:
+            del out["times_s"]           # the summary says it; result.json stays small
+        out.update({
+            "settings": settings.to_dict(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             "peak_device_mb": self.peak_device_memory_mb(),
             **self.info(),
-        }
+        })
         if layers:
             # a separate pass: its totals are never mixed with the clean timing above
             out["layers"] = self.layer_times(inputs, mode)
+            if out["layers"] is None:
+                out["layers_reason"] = (f"per-layer times are not available from {self.engine}: "
+                                        "its runner has no per-layer profiler")
         return out
+
+
+MAX_RETURNED_TIMES = 10_000     # every timed iteration goes back to zoo up to this many
+
+
+def bench_settings(warmup: int, iters: int, min_time: float, stats: dict | None):
+    """zoo.stats.Settings from a bench job: the job's minimums plus its statistics settings
+    (method, ci_width, max_time, ...); unknown keys are refused, not ignored."""
+    from zoo import stats as S
+    given = dict(stats or {})
+    known = set(S.Settings.__dataclass_fields__) - {"warmup", "iters", "min_time"}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ValueError(f"unknown bench statistics settings: {', '.join(unknown)}")
+    return S.Settings(warmup=int(warmup), iters=int(iters), min_time=float(min_time), **given)

@@ -80,3 +80,32 @@ def test_bench_without_a_loss_skips_train_on_every_engine_and_times_infer(tmp_pa
     require_engine("torch")
     [row] = benchmark.bench([str(spec)], ["torch"], mode="infer", iters=1, warmup=0, min_time=0)
     assert row["status"] == "ok" and row["batch"] == 2 and row["median_s"] > 0, row
+
+
+def test_bench_reports_trustworthy_statistics_repeats_load_and_peak():
+    """linreg on onnx: the adaptive method's figures, two fresh processes with their spread,
+    the load around the point, the GEMM peak beside the GFLOP/s, and per-layer times refused
+    plainly by an engine without a profiler."""
+    require_engine("onnx")
+    [row] = benchmark.bench(["linreg"], ["onnx"], threads=[1], batch=4, mode="infer", warmup=1,
+                            iters=6, min_time=0.02, max_time=0.5, repeat=2, layers=True)
+    assert row["status"] == "ok", row["reason"]
+    assert row["p10_s"] <= row["median_s"] <= row["p90_s"] <= row["p99_s"] <= row["max_s"]
+    assert row["ci_low_s"] <= row["median_s"] <= row["ci_high_s"] and row["iters"] >= 6
+    assert row["stopped_by"] in ("ci", "max_time") and row["cv"] >= 0 and row["mean_s"] > 0
+    assert row["repeat"] == 2 and len(row["repeat_medians_s"]) == 2
+    assert row["median_s"] in row["repeat_medians_s"] and row["between_rel_range"] >= 0
+    assert row["load_before"] is not None and row["others_cores"] is not None
+    assert isinstance(row["noisy"], bool) and row["noisy"] == bool(row["noise"])
+    assert row["peak_gflops"] > 0 and row["peak_fraction"] == row["gflops"] / row["peak_gflops"]
+    assert row["layers"] is None and "not available from onnx" in row["layers_reason"]
+
+
+@pytest.mark.parametrize("kw, message", [({"ci_width": 0}, "ci_width must be a number > 0"),
+                                         ({"max_time": 0.5, "min_time": 1}, "less than min_time"),
+                                         ({"method": "best"}, "method must be adaptive or fixed"),
+                                         ({"repeat": 0}, "repeat must be an integer >= 1")])
+def test_meaningless_statistics_settings_are_refused_before_anything_runs(kw, message):
+    from zoo.errors import UsageError
+    with pytest.raises(UsageError, match=message):
+        benchmark.bench(["linreg"], ["onnx"], mode="infer", **kw)
