@@ -31,12 +31,23 @@ class Runner(CaffeBase):
         if cont is not None:
             self.dnn.setInput(cont, self.meta["cont"])
         blobs = self.outputs_for(expose)
+        self._fuse(all(b in self.net.outputs for b in blobs))
         outs = self.dnn.forward(blobs)
         return {b: self._from_caffe(b, o) for b, o in zip(blobs, outs)}
+
+    def _fuse(self, on: bool) -> None:
+        """OpenCV folds Convolution + BatchNorm (+ Scale + ReLU) into one layer: a fused
+        layer's blob is no longer its own layer's output. Fusion stays on for the network's
+        outputs (what OpenCV really computes) and is off while intermediate blobs are read,
+        so that each is what its layer computes."""
+        if getattr(self, "_fusion", None) != on:
+            self.dnn.enableFusion(on)
+            self._fusion = on
 
     def make_iteration(self, inputs, mode):
         if mode != "infer":
             raise NotImplementedError("OpenCV's DNN module runs inference only")
+        self._fuse(True)
         for name in self.net.data_inputs:
             self.dnn.setInput(self._to_caffe(name, inputs[name]), name)
         outs = list(self.net.outputs)

@@ -25,8 +25,14 @@ class Runner(BaseRunner):
             return "this onnxruntime has no CUDA execution provider (install onnxruntime-gpu)"
         return None
 
-    def _options(self):
+    def _options(self, intermediates: bool = False):
+        """intermediates: blobs inside the graph are outputs too; then ORT's graph
+        optimisations are off, so that no exposed blob is one ORT fused away (Conv +
+        BatchNorm, Conv + Add, ...): each is what its own node computes (zoo verify --layers
+        and the first-bad-layer search compare them one by one)."""
         so = self.ort.SessionOptions()
+        if intermediates:
+            so.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if self.threads:
             so.intra_op_num_threads = int(self.threads)
         so.inter_op_num_threads = 1
@@ -46,7 +52,8 @@ class Runner(BaseRunner):
                 for name in extra:
                     model.graph.output.append(helper.make_empty_tensor_value_info(name))
             self.sessions[outputs] = self.ort.InferenceSession(
-                model.SerializeToString(), sess_options=self._options(), providers=self.providers)
+                model.SerializeToString(), sess_options=self._options(bool(extra)),
+                providers=self.providers)
         return self.sessions[outputs]
 
     def _feeds(self, inputs):

@@ -20,11 +20,18 @@ class Diff:
     ok: bool
     max_abs_err: float
     max_rel_err: float     # max |a - r| / max |r|: the error relative to the tensor's scale
-    worst_ratio: float     # max |a - r| / (atol + rtol |r|): <= 1 passes
+    worst_ratio: float     # max |a - r| / allowed (atol + rtol |r|, or the bound): <= 1 passes
     reason: str = ""
 
 
-def allclose(name: str, got, ref, tol: Tolerance) -> Diff:
+# The error a correct engine may have where the bound is 0 (a blob that is exactly 0 in
+# every engine, e.g. a ReLU of negatives): float32's smallest normal, which engines that
+# flush subnormals to zero may lose.
+FLUSH = 2.0**-126
+
+
+def _checked(name: str, got, ref):
+    """(got, ref) as float64, or the Diff that says why they cannot be compared."""
     got = np.asarray(got)
     ref = np.asarray(ref, dtype=np.float64)
     if got.shape != ref.shape:
@@ -35,6 +42,31 @@ def allclose(name: str, got, ref, tol: Tolerance) -> Diff:
     g = got.astype(np.float64)
     if not np.all(np.isfinite(g)):
         return Diff(name, False, float("inf"), float("inf"), float("inf"), "non-finite values")
+    return g, ref
+
+
+def within_bound(name: str, got, ref, bound) -> Diff:
+    """The scale-aware forward judge: |got - ref| <= bound elementwise, the bound being
+    zoo.magnitude's (the rounding a correct float32 engine may accumulate there)."""
+    checked = _checked(name, got, ref)
+    if isinstance(checked, Diff):
+        return checked
+    g, ref = checked
+    err = np.abs(g - ref)
+    allowed = np.asarray(bound, dtype=np.float64) + FLUSH
+    ratio = float(np.max(err / allowed))
+    scale = float(np.max(np.abs(ref)))
+    return Diff(name, ratio <= 1.0, float(err.max()), float(err.max() / scale) if scale else float(err.max()),
+                ratio)
+
+
+def allclose(name: str, got, ref, tol: Tolerance) -> Diff:
+    """The elementwise rule |a - r| <= atol + rtol |r| (a user's --atol/--rtol, the oracle
+    check, losses)."""
+    checked = _checked(name, got, ref)
+    if isinstance(checked, Diff):
+        return checked
+    g, ref = checked
     err = np.abs(g - ref)
     scale = float(np.max(np.abs(ref)))
     ratio = float(np.max(err / (tol.atol + tol.rtol * np.abs(ref))))

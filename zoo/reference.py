@@ -1,7 +1,8 @@
 """The float64 NumPy reference: what a spec means. Every engine is compared with it.
 
 `forward(net, weights, inputs)` runs every layer's `forward` (zoo/layers/*.py) in float64
-and returns every blob, the loss layers' too when their labels are given.
+and returns every blob, the loss layers' too when their labels are given. `bounds` gives,
+beside every blob, the error a correct float32 engine may have there (zoo/magnitude.py).
 """
 
 from __future__ import annotations
@@ -26,3 +27,13 @@ def forward(net, weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
         for t, y in zip(layer.tops, ys):
             blobs[t] = np.asarray(y, dtype=np.float64)
     return blobs
+
+
+def bounds(net, weights: dict[str, np.ndarray], blobs: dict[str, np.ndarray],
+           k: float | None = None) -> dict[str, np.ndarray]:
+    """The forward judge's allowed error for every blob of `blobs` (from `forward` on the same
+    net, weights and inputs): k * 2^-24 times the magnitude of the computation, propagated
+    through the layers (zoo/magnitude.py; k: zoo/tolerances.py's ROUNDING_K)."""
+    from . import magnitude
+    from . import tolerances as T
+    return magnitude.bounds(net, weights, blobs, T.ROUNDING_K if k is None else k)

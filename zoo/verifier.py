@@ -62,6 +62,9 @@ class CaseResult:
     needed_factor: float | None = None     # worst error / allowed error (<= 1 passes)
     details: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    judge: str = ""                        # which forward rule judged it (zoo/tolerances.py)
+    layers: list[dict] = field(default_factory=list)   # --layers: every blob / parameter
+    exposed: str = ""                      # how blobs were exposed (fusion off, or as computed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +81,7 @@ class Problem(contextlib.AbstractContextManager):
     inputs: dict
     ref: dict
     oracle: dict | None = None          # {"losses", "weights", "artifact"} or {"error": str}
+    bound: dict | None = None           # blob -> allowed error (zoo/magnitude.py), when needed
     conditioning: dict | None = None    # {"S": float, "where": str} or {"error": str}
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -94,35 +98,87 @@ def _prepare(name, batch: int, seed: int) -> Problem:
     return Problem(net, netb, weights, inputs, ref)
 
 
-def _first_bad_layer(p: Problem, engine: str, artifact, device, threads, tol, timeout) -> tuple[str | None, str]:
-    res = isolation.run(engine, "forward", {"artifact": str(artifact), "expose": ["*"]},
-                        p.inputs, device=device, threads=threads, timeout=timeout)
-    if not res.ok:
-        return None, f"(exposing every blob failed: {res.reason})"
+# How each engine's blobs are exposed for the per-blob comparison. Engines that fuse layers
+# (a Convolution + BatchNorm + ReLU computed as one) run with fusion off when every blob is
+# exposed, so each exposed blob is what its layer computes (runners/onnx.py,
+# runners/caffe_opencv.py); the others execute layer by layer.
+EXPOSURE = {
+    "onnx": "graph optimisations off (ORT_DISABLE_ALL) while blobs are exposed",
+    "caffe-opencv": "layer fusion off (enableFusion(False)) while blobs are exposed",
+    "torch": "eager, layer by layer: no fusion",
+    "caffe": "layer by layer: no fusion",
+    "tensorflow": "each exposed blob is a model output: not fused away",
+    "mxnet": "no subgraph backend: no fusion",
+}
+
+
+def _judge(p: Problem, tol: T.Tolerance | None) -> Callable[[str, np.ndarray], compare.Diff]:
+    """The forward rule: scale-aware (tol None: the bound zoo/magnitude.py carries beside
+    every blob) or elementwise atol + rtol |ref| (a user's --atol/--rtol, an exception)."""
+    if tol is not None:
+        return lambda blob, got: compare.allclose(blob, got, p.ref[blob], tol)
+    if p.bound is None:                      # once per network: every engine uses it
+        p.bound = reference.bounds(p.netb, p.weights, p.ref)
+    return lambda blob, got: compare.within_bound(blob, got, p.ref[blob], p.bound[blob])
+
+
+def _blob_diffs(p: Problem, arrays: dict, judge) -> list[tuple[object, compare.Diff]]:
+    """(layer, Diff) for every exposed blob, in the network's order."""
+    rows = []
     for layer in p.netb.deploy_layers:
         if layer.kind.is_input:
             continue
-        for t in layer.tops:
-            if t in res.arrays:
-                d = compare.allclose(t, res.arrays[t], p.ref[t], tol)
-                if not d.ok:
-                    return layer.name, (f"layer {layer.name!r} ({layer.type}) output {t!r}: max abs "
-                                        f"err {d.max_abs_err:.3g}, {d.worst_ratio:.3g}x the tolerance")
+        rows += [(layer, judge(t, arrays[t])) for t in layer.tops if t in arrays]
+    return rows
+
+
+def _exposed_run(p: Problem, engine: str, artifact, device, threads, timeout):
+    return isolation.run(engine, "forward", {"artifact": str(artifact), "expose": ["*"]},
+                         p.inputs, device=device, threads=threads, timeout=timeout)
+
+
+def _first_bad(rows) -> tuple[str | None, str]:
+    for layer, d in rows:
+        if not d.ok:
+            why = d.reason or f"{d.worst_ratio:.3g}x the tolerance"
+            return layer.name, (f"layer {layer.name!r} ({layer.type}) output {d.name!r}: max abs "
+                                f"err {d.max_abs_err:.3g}, {why}")
     return None, "every blob was within tolerance when exposed"
 
 
-def _forward_case(p: Problem, engine: str, art, device, threads, tol, timeout, case):
+def layer_row(layer, d: compare.Diff) -> dict:
+    """One row of the drift table (`--layers`): the JSON carries the same numbers."""
+    return {"layer": layer.name if layer is not None else d.name.rsplit(".", 1)[0],
+            "type": layer.type if layer is not None else "", "blob": d.name, "ok": d.ok,
+            "max_abs_err": d.max_abs_err, "max_rel_err": d.max_rel_err, "ratio": d.worst_ratio,
+            "reason": d.reason}
+
+
+def _forward_case(p: Problem, engine: str, art, device, threads, tol, timeout, case,
+                  layers: bool = False):
     res = isolation.run(engine, "forward", {"artifact": str(art.path)}, p.inputs,
                         device=device, threads=threads, timeout=timeout)
     if not res.ok:
         _settle(case, cases.child_failed(res))
         return
-    diffs = [compare.allclose(o, res.arrays.get(o, np.zeros(0)), p.ref[o], tol)
-             for o in p.netb.outputs]
+    judge = _judge(p, tol)
+    diffs = [judge(o, res.arrays.get(o, np.zeros(0))) for o in p.netb.outputs]
     _summarise(case, diffs)
+    if case.status != "fail" and not layers:
+        return
+    exposed = _exposed_run(p, engine, art.path, device, threads, timeout)
+    case.exposed = EXPOSURE.get(engine, "as the engine computes them")
+    if not exposed.ok:
+        if case.status == "fail":
+            case.reason = f"(exposing every blob failed: {exposed.reason})"
+        else:
+            case.reason = f"--layers: exposing every blob failed: {exposed.reason}"
+        return
+    rows = _blob_diffs(p, exposed.arrays, judge)
+    if layers:
+        case.layers = [layer_row(layer, d) for layer, d in rows]
     if case.status == "fail":
-        case.first_bad_layer, why = _first_bad_layer(p, engine, art.path, device, threads, tol, timeout)
-        case.reason = why
+        case.first_bad_layer, case.reason = _first_bad(rows)
 
 
 def _oracle(p: Problem, seed: int, timeout: float) -> dict:
@@ -173,7 +229,8 @@ def _oracle(p: Problem, seed: int, timeout: float) -> dict:
     return p.oracle
 
 
-def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, seed, case):
+def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, seed, case,
+                layers: bool = False):
     """`steps` SGD steps against the oracle's (a network without a loss never gets here:
     zoo/cases.py skips it)."""
     oracle = _oracle(p, seed, timeout)
@@ -210,6 +267,8 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
         case.tolerance_source = f"rtol_update {rtol_update:.3g}: {source}"
     diffs += updates
     _summarise(case, diffs)
+    if layers:
+        case.layers = [layer_row(None, d) for d in diffs]
     if case.status == "fail":
         bad = next(d for d in diffs if not d.ok)
         case.first_bad_layer = bad.name.split(".")[0] if "." in bad.name else None
@@ -290,10 +349,12 @@ def _settle(case: CaseResult, settled: cases.Settled) -> None:
 def verify(names: list | None = None, engines_: list[str] | None = None, mode: str = "forward",
            batch: int = DEFAULT_BATCH, atol: float | None = None, rtol: float | None = None,
            seed: int = 0, device: str = "cpu", threads: int | None = None,
-           timeout: float = 900.0, progress: Callable[[CaseResult], None] | None = None
-           ) -> list[CaseResult]:
+           timeout: float = 900.0, progress: Callable[[CaseResult], None] | None = None,
+           layers: bool = False) -> list[CaseResult]:
     """Verify networks (default: the whole zoo) on engines (default: all registered). Options
-    that would make the check meaningless are refused (zoo.errors.UsageError, exit 2)."""
+    that would make the check meaningless are refused (zoo.errors.UsageError, exit 2).
+    layers: compare every blob (forward, with every blob exposed) and every parameter's
+    update (train) and keep the per-layer numbers in each result's `layers`."""
     mode = options.mode(mode, MODES)
     batch = options.positive_int("batch", batch) or DEFAULT_BATCH
     atol, rtol = options.tolerance("atol", atol), options.tolerance("rtol", rtol)
@@ -304,15 +365,21 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
 
     def new_result(case: cases.Case, p: Problem) -> tuple[CaseResult, T.Tolerance]:
         tol, source = T.forward_tolerance(case.engine, p.net.name, case.mode, rtol, atol)
-        return CaseResult(p.net.name, case.engine, case.mode, "error", atol=tol.atol,
-                          rtol=tol.rtol, tolerance_source=source), tol
+        result = CaseResult(p.net.name, case.engine, case.mode, "error", tolerance_source=source)
+        if case.mode == "forward" and source == "default":
+            result.judge = T.SCALE_AWARE
+        else:   # train: the losses are judged elementwise (updates: zoo/tolerances.py)
+            result.atol, result.rtol = tol.atol, tol.rtol
+            result.judge = "elementwise: atol + rtol |ref|"
+        return result, tol
 
     def run(case: cases.Case, p: Problem, art) -> CaseResult:
         result, tol = new_result(case, p)
         if case.mode == "forward":
-            _forward_case(p, case.engine, art, device, threads, tol, timeout, result)
+            forward_tol = None if result.judge == T.SCALE_AWARE else tol
+            _forward_case(p, case.engine, art, device, threads, forward_tol, timeout, result, layers)
         else:
-            _train_case(p, case.engine, art, device, threads, tol, timeout, seed, result)
+            _train_case(p, case.engine, art, device, threads, tol, timeout, seed, result, layers)
         result.seconds = time.perf_counter() - case.started
         return result
 
