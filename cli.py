@@ -102,10 +102,14 @@ def list_(as_json: bool = typer.Option(False, "--json", help="print a JSON array
 @app.command()
 def show(spec: str = typer.Argument(..., help="zoo NAME or spec FILE"),
          batch: int = typer.Option(1, help="batch size for the shapes and FLOPs"),
-         as_json: bool = typer.Option(False, "--json")):
+         as_json: bool = typer.Option(False, "--json"),
+         graph: Optional[Path] = typer.Option(None, "--graph", help="also draw the network to this .svg")):
     """Per layer: type, output shape, parameters and FLOPs, with totals."""
     options.positive_int("--batch", batch)
     info = zoo.show(spec, batch)
+    if graph:
+        from zoo import graph as G
+        err.print(f"wrote {G.write(spec, graph, batch)}")
     if as_json:
         _emit_json(info)
         return
@@ -292,7 +296,9 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
            seed: int = typer.Option(0),
            device: str = typer.Option("cpu", help="cpu, gpu or gpuN"),
            threads: Optional[int] = typer.Option(None),
-           timeout: float = typer.Option(900.0, help="seconds per engine run")):
+           timeout: float = typer.Option(900.0, help="seconds per engine run"),
+           layers: bool = typer.Option(False, "--layers", help="compare every blob (forward) and every parameter's update (train); per-layer table"),
+           plot_file: Optional[Path] = typer.Option(None, "--plot", help="with --layers: the error's growth through the network per engine (PNG)")):
     """Do the engines agree with the float64 reference? Exit 0 only if every case passed."""
     from zoo import verifier
     # refused here too (the API refuses them as well), before any engine starts
@@ -304,6 +310,8 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
     options.tolerance("--atol", atol)
     options.tolerance("--rtol", rtol)
     options.timeout(timeout, "--timeout")
+    if plot_file and not layers:
+        raise UsageError("--plot needs --layers")
     modes = ["forward", "train"] if mode == "both" else [mode]
     engine_list = options.engine_names(engine_names)
     if not specs:
@@ -325,7 +333,7 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
                             f"({c.seconds:.1f}s)" + (f": {why(c)}" if why(c) else ""))
 
         results = zoo.verify(specs or None, engine_names, mode, batch, atol, rtol, seed, device,
-                             threads, timeout, progress)
+                             threads, timeout, progress, layers)
     for c in results:
         style = STATUS_STYLE[c.status]
         t.add_row(c.network, c.engine, c.mode, f"[{style}]{c.status}[/{style}]",
@@ -335,6 +343,14 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
     out.print(t)
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "error", "skipped")}
     out.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if layers:
+        from zoo import drift
+        for c in results:
+            if c.layers:
+                for line in drift.table(c):
+                    out.print(line, markup=False, highlight=False)
+        if plot_file:
+            out.print(f"wrote {drift.plot(results, plot_file)}")
     if json_file:
         json_file.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     raise typer.Exit(verifier.exit_status(results))
@@ -354,7 +370,12 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
           plot_file: Optional[Path] = typer.Option(None, "--plot", help="PNG (an SVG is written beside it)"),
           layers: bool = typer.Option(False, "--layers", help="per-layer times, in a separate pass"),
           xla: bool = typer.Option(False, "--xla", help="TensorFlow: compile with XLA"),
-          timeout: float = typer.Option(1800.0)):
+          timeout: float = typer.Option(1800.0),
+          ci_width: float = typer.Option(0.1, "--ci-width", help="stop when the median's 95% CI is this fraction of it wide"),
+          max_time: float = typer.Option(20.0, "--max-time", help="seconds of timing per point at most"),
+          repeat: int = typer.Option(1, "--repeat", help="run each point in K fresh processes; report their spread"),
+          method: str = typer.Option("adaptive", "--method", help="adaptive, or fixed (the old fixed count)"),
+          no_peak: bool = typer.Option(False, "--no-peak", help="skip the GEMM peak measurement")):
     """Time per mini-batch (training) or per forward pass, every engine the same way."""
     from zoo import benchmark
     # refused here too (the API refuses them as well), before any engine starts
@@ -367,6 +388,7 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
     options.positive_int("--iters", iters)
     options.tolerance("--min-time", min_time)
     options.timeout(timeout, "--timeout")
+    options.positive_int("--repeat", repeat)
     names = specs or None
     modes = ["train", "infer"] if mode == "both" else [mode]
     engine_list = options.engine_names(engine_names)
@@ -381,19 +403,30 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
 
         rows = zoo.bench(names, engine_names, device, tlist, batch, mode, warmup, iters,
                          min_time, layers, timeout=timeout, options={"xla": xla} if xla else None,
-                         progress=progress)
+                         progress=progress, ci_width=ci_width, max_time=max_time, repeat=repeat,
+                         method=method, peak=not no_peak)
     t = Table(title=f"zoo bench ({device}; {rows[0]['environment']['cpu'] if rows else ''})")
-    numeric = ("threads", "batch", "median ms", "IQR ms", "iters", "samples/s", "GFLOP/s", "peak RSS MB")
+    numeric = ("threads", "batch", "median ms", "CI ±%", "p99 ms", "iters", "samples/s", "GFLOP/s",
+               "of peak", "peak RSS MB")
     for col in ("network", "engine", "mode", *numeric, "status"):
         t.add_column(col, justify="right" if col in numeric else "left")
     for r in rows:
         ok = r["status"] == "ok"
+        ci = r.get("ci_rel_width")
         t.add_row(r["network"], r["engine"], r["mode"], str(r["threads"] or "-"), str(r["batch"]),
-                  _fixed(r["median_s"] * 1e3) if ok else "-", _fixed(r["iqr_s"] * 1e3, 2) if ok else "-",
+                  _fixed(r["median_s"] * 1e3) if ok else "-",
+                  _fixed(ci * 50, 2) if ok and ci is not None else "-",
+                  _fixed(r["p99_s"] * 1e3) if ok and r.get("p99_s") is not None else "-",
                   str(r.get("iters") or "-"), _fixed(r["samples_per_s"]) if ok else "-",
-                  _fixed(r["gflops"]) if ok else "-", f"{r['peak_rss_mb']:,.0f}" if ok else "-",
-                  "ok" if ok else f"{r['status']}: {r['reason']}")
+                  _fixed(r["gflops"]) if ok else "-",
+                  f"{r['peak_fraction']:.0%}" if ok and r.get("peak_fraction") is not None else "-",
+                  f"{r['peak_rss_mb']:,.0f}" if ok else "-",
+                  ("noisy" if r.get("noisy") else "ok") if ok else f"{r['status']}: {r['reason']}")
     out.print(t)
+    for r in rows:
+        if r.get("noisy"):
+            err.print(escape(f"noisy: {r['network']} {r['engine']} {r['mode']} threads={r['threads']}: "
+                             + "; ".join(r.get("noise") or [])))
     if layers:
         for r in rows:
             if r.get("layers"):
@@ -403,6 +436,8 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
                 for l in r["layers"]:
                     lt.add_row(l["layer"], _fixed(l["forward_s"] * 1e3), _fixed(l["backward_s"] * 1e3))
                 out.print(lt)
+            elif r.get("layers_reason"):
+                out.print(escape(f"per-layer times: {r['engine']}: {r['layers_reason']}"))
     if json_file:
         json_file.write_text(json.dumps(rows, indent=2, default=str) + "\n")
     if csv_file:
@@ -411,6 +446,14 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
         for f in benchmark.plot(rows, plot_file):
             out.print(f"wrote {f}")
     raise typer.Exit(1 if any(r["status"] == "error" for r in rows) else 0)
+
+
+@app.command()
+def report(results: List[Path] = typer.Argument(..., help="zoo verify/bench --json files"),
+           out_file: Path = typer.Option(..., "--out", help="the HTML page to write")):
+    """One self-contained HTML page: the verify matrix, bench tables and plots, the machine."""
+    from zoo import report as R
+    out.print(f"wrote {R.write(results, out_file)}")
 
 
 @app.command("import")

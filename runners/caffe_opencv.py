@@ -32,8 +32,13 @@ class Runner(CaffeBase):
             self.dnn.setInput(cont, self.meta["cont"])
         blobs = self.outputs_for(expose)
         self._fuse(all(b in self.net.outputs for b in blobs))
-        outs = self.dnn.forward(blobs)
+        outs = self.dnn.forward(self._layers_of(blobs))
         return {b: self._from_caffe(b, o) for b, o in zip(blobs, outs)}
+
+    def _layers_of(self, blobs: list[str]) -> list[str]:
+        """OpenCV's forward(names) looks up layer names: the Caffe layer producing each blob
+        (the converter records it; a blob and its layer may be named differently)."""
+        return [self.meta["blob_layers"][b] for b in blobs]
 
     def _fuse(self, on: bool) -> None:
         """OpenCV folds Convolution + BatchNorm (+ Scale + ReLU) into one layer: a fused
@@ -50,7 +55,7 @@ class Runner(CaffeBase):
         self._fuse(True)
         for name in self.net.data_inputs:
             self.dnn.setInput(self._to_caffe(name, inputs[name]), name)
-        outs = list(self.net.outputs)
+        outs = self._layers_of(list(self.net.outputs))
         return lambda: self.dnn.forward(outs)
 
     def versions(self):

@@ -98,7 +98,8 @@ def verify(names: list[str | Path | Net] | None = None, engines: list[str] | Non
            mode: str = "forward", batch: int = 2, atol: float | None = None,
            rtol: float | None = None, seed: int = 0, device: str = "cpu",
            threads: int | None = None, timeout: float = 900.0,
-           progress: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+           progress: Callable[[CaseResult], None] | None = None,
+           layers: bool = False) -> list[CaseResult]:
     """Do the engines compute what the specs mean? One CaseResult per network x engine x
     mode, in that order.
 
@@ -107,13 +108,17 @@ def verify(names: list[str | Path | Net] | None = None, engines: list[str] | Non
     reference), "train" (SGD steps against the float64 training oracle) or "both". Each
     engine runs in its own child process on the same seeded batch of `batch` samples and the
     same weights, on `device` ("cpu" or "gpuN") with `threads` threads, for at most `timeout`
-    seconds. `atol`/`rtol` override the forward tolerances. `progress(result)` is called after
-    each case. A CaseResult has .status ("pass", "fail", "error", "skipped"), .reason,
-    .max_abs_err, .max_rel_err, .first_bad_layer, .seconds and .to_dict(). Meaningless
-    options raise UsageError before anything runs."""
+    seconds. Forward outputs are judged by each element's allowed float32 rounding, from the
+    magnitude of the terms behind it (zoo/magnitude.py); `atol`/`rtol` switch to the
+    elementwise rule |e - r| <= atol + rtol |r| instead. `layers=True` compares every blob
+    (forward) and every parameter's update (train) and fills .layers (zoo.drift.table and
+    zoo.drift.plot show them). `progress(result)` is called after each case. A CaseResult has
+    .status ("pass", "fail", "error", "skipped"), .reason, .max_abs_err, .max_rel_err,
+    .first_bad_layer, .layers, .seconds and .to_dict(). Meaningless options raise UsageError
+    before anything runs."""
     from .verifier import verify as _verify
     return _verify(names, engines, mode, batch, atol, rtol, seed, device, threads, timeout,
-                   progress)
+                   progress, layers)
 
 
 def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None = None,
@@ -121,22 +126,31 @@ def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None
           batch: int | None = None, mode: str = "train", warmup: int = 2, iters: int = 5,
           min_time: float = 1.0, layers: bool = False, seed: int = 0,
           timeout: float = 1800.0, options: dict | None = None,
-          progress: Callable[[dict], None] | None = None) -> list[dict]:
+          progress: Callable[[dict], None] | None = None, ci_width: float = 0.1,
+          max_time: float = 20.0, repeat: int = 1, method: str = "adaptive",
+          peak: bool = True) -> list[dict]:
     """Time per mini-batch, every engine the same way: one row (a dict) per network x engine
     x mode x thread count, in that order.
 
     `names`/`engines` as in `verify`; `mode`: "train" (forward, loss, backward and SGD
     update), "infer" (a forward pass) or "both"; `threads`: thread counts to measure (None:
     the engine's default); `batch` default: the spec's batch_cpu or batch_gpu for `device`.
-    Each point runs in a fresh child process: `warmup` iterations, then timed ones until both
-    `iters` and `min_time` seconds are reached. A row has "status" ("ok", "skipped", "error")
-    and "reason", and when ok "median_s", "iqr_s", "samples_per_s", "gflops", "peak_rss_mb"
-    (and "layers" with `layers=True`, a separate profiling pass). `options` are the engine's
-    (e.g. {"xla": True} for tensorflow). `progress(row)` is called after each row.
-    zoo.benchmark.write_csv and zoo.benchmark.plot write the rows out."""
+    Each point runs in a fresh child process: at least `warmup` iterations and until the
+    timings stop falling, then timed ones (at least `iters` and `min_time` seconds) until the
+    median's 95% confidence interval is at most `ci_width` of it wide or `max_time` seconds
+    have passed (`method="fixed"`: the old fixed count); `repeat` runs each point in K fresh
+    processes and reports their spread. A row has "status" ("ok", "skipped", "error") and
+    "reason", and when ok "median_s", "mean_s", "p10_s"/"p90_s"/"p99_s", "cv", "ci_*",
+    "noisy" (with "noise": why), "load_before"/"load_after", "samples_per_s", "gflops",
+    "peak_gflops"/"peak_fraction" (the machine's float32 GEMM peak, measured once and cached,
+    unless `peak=False`), "peak_rss_mb" (and "layers" with `layers=True`, a separate
+    profiling pass). `options` are the engine's (e.g. {"xla": True} for tensorflow).
+    `progress(row)` is called after each row. zoo.benchmark.write_csv and zoo.benchmark.plot
+    write the rows out; zoo.report.write makes an HTML page of them."""
     from .benchmark import bench as _bench
     return _bench(names, engines, device, threads, batch, mode, warmup, iters, min_time,
-                  layers, seed, timeout, options, progress)
+                  layers, seed, timeout, options, progress, ci_width, max_time, repeat,
+                  method, peak)
 
 
 def import_model(path: str | Path, out: str | Path, weights: str | Path | None = None,
