@@ -13,6 +13,11 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[all]"
 # Real Caffe (BVLC, CPU): built once, cached in ~/.cache/zoo (see the script for why/how)
 bash scripts/build_caffe.sh .venv
+# Headless Chromium (Debian's package): `zoo report` pages are checked in a real browser
+if ! command -v chromium >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
+fi
 if [ "${1:-}" != "--no-run" ]; then
   .venv/bin/zoo engines
   .venv/bin/zoo verify alexnet-r --mode both
