@@ -147,7 +147,7 @@ def test_validate_error_line_is_the_one_shown(tmp_path):
 
 def test_python_api_names_exist():
     import zoo
-    line = re.search(r"Python API \(`zoo/api.py`\): (.*?)\.\n", README, re.S).group(1)
+    line = re.search(r"Python API, the `zoo` module \(.*?\): (.*?)\.\n", README, re.S).group(1)
     for dotted in re.findall(r"`zoo\.([\w.]+)`", line):
         obj = zoo
         for part in dotted.split("."):
