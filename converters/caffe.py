@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from zoo.layers import convolution as CV
 from zoo.layers import pooling as P
+from zoo.layers import reduce as R
 
 from zoo import spec_pb2
 
@@ -60,6 +62,14 @@ class CaffeNames:
 
     def bn_blob(self, layer) -> str:
         return self._blobs.name(layer.name, f"{layer.tops[0]}__bn")
+
+    def extra_layer(self, layer, tag: str) -> str:
+        """A layer zoo adds for `layer` (a composite's second step): LAYER__TAG."""
+        return self._layers.name((layer.name, tag), f"{layer.name}__{tag}")
+
+    def extra_blob(self, layer, tag: str) -> str:
+        """A blob zoo adds for `layer` (an intermediate, or a Slice part no one reads)."""
+        return self._blobs.name((layer.name, tag), f"{layer.tops[0]}__{tag}")
 
 
 
@@ -118,6 +128,20 @@ def lstm_gates_from_caffe(a: np.ndarray) -> np.ndarray:
 TRANSFORMS = {"identity": lambda a: a, "lstm_gates": lstm_gates_from_caffe}
 
 
+def reshape_to(shape) -> list:
+    """The transform of a blob Caffe holds in another shape than the spec's (a Scale's
+    (C,) for the spec's (C, 1, 1), a shared PReLU slope's () for (1,))."""
+    return ["reshape", [int(d) for d in shape]]
+
+
+def from_caffe(transform, a: np.ndarray) -> np.ndarray:
+    """A Caffe blob back in the spec's layout: `transform` is a TRANSFORMS name or
+    reshape_to(shape)."""
+    if isinstance(transform, (list, tuple)) and transform and transform[0] == "reshape":
+        return np.reshape(a, tuple(transform[1]))
+    return TRANSFORMS[transform](a)
+
+
 @CONVERTERS.register("Input")
 def input_(ctx, layer):
     shape = list(layer.out_shapes[0])
@@ -146,17 +170,52 @@ def inner_product(ctx, layer):
     _weight_and_bias(ctx, layer, p.bias_term)
 
 
+ASYMMETRIC_PADS = "Caffe pads symmetrically only (one pad_h for top and bottom, one pad_w for left and right)"
+
+
+def asymmetric_pads(layer) -> bool:
+    """Does this Convolution or Pooling pad top != bottom or left != right? (Caffe cannot.)"""
+    if layer.type == "Pooling" and layer.p.global_pooling:
+        return False
+    w = CV.window(layer.p) if layer.type == "Convolution" else P.geometry(layer.p, layer.in_shapes[0])
+    return w.pad_top != w.pad_bottom or w.pad_left != w.pad_right
+
+
+def _window(layer):
+    """The window of a Convolution or (non-global) Pooling, refused where Caffe cannot pad."""
+    if asymmetric_pads(layer):
+        raise Unsupported(f"caffe: layer {layer.name!r}: {ASYMMETRIC_PADS}")
+    if layer.type == "Convolution":
+        return CV.window(layer.p)
+    return P.geometry(layer.p, layer.in_shapes[0])
+
+
 @CONVERTERS.register("Convolution")
 def convolution(ctx, layer):
     p = layer.p
+    w = _window(layer)
     lp = ctx.layer(layer, "Convolution")
     cp = lp.convolution_param
     cp.num_output, cp.bias_term, cp.group = int(p.num_output), p.bias_term, int(p.group)
-    cp.kernel_size.append(int(p.kernel_size))
-    cp.stride.append(int(p.stride))
-    cp.pad.append(int(p.pad))
-    cp.dilation.append(int(p.dilation))
+    if w.kh == w.kw and w.sh == w.sw and w.pad_top == w.pad_left:
+        cp.kernel_size.append(w.kh)
+        cp.stride.append(w.sh)
+        cp.pad.append(w.pad_top)
+    else:      # the per-axis fields, which both Caffe and OpenCV's importer read
+        cp.kernel_h, cp.kernel_w = w.kh, w.kw
+        cp.stride_h, cp.stride_w = w.sh, w.sw
+        cp.pad_h, cp.pad_w = w.pad_top, w.pad_left
+    cp.dilation.extend([w.dh] if w.dh == w.dw else [w.dh, w.dw])
     _weight_and_bias(ctx, layer, p.bias_term)
+
+
+def ave_valid_divisor_differs(layer) -> bool:
+    """VALID differs from Caffe's PADDED divisor where a window reaches padding or the ceil
+    overhang (Caffe cannot count only the valid elements)."""
+    p = layer.p
+    if p.global_pooling or p.pool != P.AVE or p.avg_divisor != P.VALID:
+        return False
+    return max(P.geometry(p, layer.in_shapes[0]).pads) > 0 or p.round_mode == P.CEIL
 
 
 @CONVERTERS.register("Pooling")
@@ -168,10 +227,16 @@ def pooling(ctx, layer):
     if p.global_pooling:
         pp.global_pooling = True
         return
-    if p.pool == P.AVE and p.avg_divisor == P.VALID and (p.pad > 0 or p.round_mode == P.CEIL):
+    if ave_valid_divisor_differs(layer):
         raise Unsupported(f"caffe: layer {layer.name!r}: Caffe's average pooling always counts "
                           "the padding (PADDED); the VALID divisor is not expressible")
-    pp.kernel_size, pp.stride, pp.pad = int(p.kernel_size), int(p.stride), int(p.pad)
+    w = _window(layer)
+    if w.kh == w.kw and w.sh == w.sw and w.pad_top == w.pad_left:
+        pp.kernel_size, pp.stride, pp.pad = w.kh, w.sh, w.pad_top
+    else:
+        pp.kernel_h, pp.kernel_w = w.kh, w.kw
+        pp.stride_h, pp.stride_w = w.sh, w.sw
+        pp.pad_h, pp.pad_w = w.pad_top, w.pad_left
     pp.ceil_mode = p.round_mode == P.CEIL
 
 
@@ -211,7 +276,18 @@ def softmax(ctx, layer):
 def flatten(ctx, layer):
     if ctx.seq(layer):
         raise Unsupported("caffe: Flatten of a sequence blob (time-major in Caffe)")
-    ctx.layer(layer, "Flatten").flatten_param.axis = int(layer.p.axis) % len(layer.in_shapes[0])
+    axis = int(layer.p.axis) % len(layer.in_shapes[0])
+    if _made_by_reshape(ctx, layer.bottoms[0]):
+        # Caffe's Flatten backward re-points its bottom's gradient at its own, but a Reshape
+        # shared that gradient with its own bottom when the net was set up: the gradient
+        # would never reach the Reshape's input. A Reshape shares it the same way, safely.
+        _reshape(ctx, layer, layer.bottoms[0], layer.tops[0], [0] * axis + [-1], layer.name)
+        return
+    ctx.layer(layer, "Flatten").flatten_param.axis = axis
+
+
+def _made_by_reshape(ctx, blob: str) -> bool:
+    return any(lp.type == "Reshape" and blob in lp.top for lp in ctx.param.layer)
 
 
 @CONVERTERS.register("Reshape")
@@ -226,12 +302,260 @@ def concat(ctx, layer):
     ctx.layer(layer, "Concat").concat_param.axis = _axis(ctx, layer, layer.p.axis)
 
 
+def eltwise_plan(layer):
+    """How Caffe computes this Eltwise, or None where it cannot:
+    ("eltwise",) for operands of one shape (SUB is SUM with coefficients 1, -1);
+    ("Scale" | "Bias", full, part, k) for PROD or plain SUM of two operands where `part` is
+    `full`'s shape on its first k axes and 1 after (squeeze-and-excitation's (N, C, 1, 1)
+    gate): Caffe's Scale or Bias layer with a second bottom (axis 0) over `part` reshaped
+    to its first k axes. Caffe's Eltwise has no DIV and does not broadcast otherwise."""
+    E = spec_pb2.EltwiseParam
+    op, shapes = layer.p.operation, [tuple(s) for s in layer.in_shapes]
+    if all(s == shapes[0] for s in shapes):
+        return ("eltwise",) if op != E.DIV else None
+    plain_sum = op == E.SUM and all(c == 1 for c in layer.p.coeff)
+    if len(shapes) != 2 or not (op == E.PROD or plain_sum):
+        return None
+    out = tuple(layer.out_shapes[0])
+    for full, part in ((0, 1), (1, 0)):
+        t = shapes[part]
+        k = len(t)
+        while k > 1 and t[k - 1] == 1:
+            k -= 1
+        if shapes[full] == out and t[:k] == out[:k]:
+            return ("Scale" if op == E.PROD else "Bias", full, part, k)
+    return None
+
+
+def _time_major_refused(ctx, layer) -> None:
+    if ctx.time_major:
+        raise Unsupported(f"caffe: layer {layer.name!r} ({layer.type}): {TIME_MAJOR}")
+
+
+TIME_MAJOR = "a network with LSTM or Embedding is time-major in Caffe"
+
+
+def _reshape(ctx, layer, bottom: str, top: str, shape, name: str):
+    """Caffe's Reshape to `shape`, the batch axis copied (dim 0) so any batch size runs."""
+    lp = ctx.layer(layer, "Reshape", bottoms=[bottom], tops=[top], name=name)
+    lp.reshape_param.shape.dim.extend([0] + [int(d) for d in shape[1:]])
+    return lp
+
+
 @CONVERTERS.register("Eltwise")
 def eltwise(ctx, layer):
-    lp = ctx.layer(layer, "Eltwise")
     E, CE = spec_pb2.EltwiseParam, ctx.pb.EltwiseParameter
-    lp.eltwise_param.operation = {E.PROD: CE.PROD, E.SUM: CE.SUM, E.MAX: CE.MAX}[layer.p.operation]
-    lp.eltwise_param.coeff.extend(float(c) for c in layer.p.coeff)
+    plan = eltwise_plan(layer)
+    if plan is None:
+        raise Unsupported(f"caffe: layer {layer.name!r}: Caffe's Eltwise has PROD, SUM and MAX "
+                          "of equal shapes only (no DIV; broadcasting only as Scale or Bias "
+                          "over leading axes)")
+    if plan[0] == "eltwise":
+        lp = ctx.layer(layer, "Eltwise")
+        op = layer.p.operation
+        lp.eltwise_param.operation = {E.PROD: CE.PROD, E.SUM: CE.SUM, E.MAX: CE.MAX,
+                                      E.SUB: CE.SUM}[op]
+        coeff = [1.0, -1.0] if op == E.SUB else [float(c) for c in layer.p.coeff]
+        lp.eltwise_param.coeff.extend(coeff)
+        return
+    _time_major_refused(ctx, layer)
+    kind, full, part, k = plan
+    small = ctx.zoo_names.extra_blob(layer, "operand")
+    _reshape(ctx, layer, layer.bottoms[part], small, layer.in_shapes[part][:k],
+             ctx.zoo_names.extra_layer(layer, "operand"))
+    lp = ctx.layer(layer, kind, bottoms=[layer.bottoms[full], small])
+    getattr(lp, "scale_param" if kind == "Scale" else "bias_param").axis = 0
+
+
+# --- activations -----------------------------------------------------------------------------
+@CONVERTERS.register("LeakyReLU")
+def leaky_relu(ctx, layer):
+    ctx.layer(layer, "ReLU").relu_param.negative_slope = float(layer.p.negative_slope)
+
+
+@CONVERTERS.register("ELU")
+def elu(ctx, layer):
+    ctx.layer(layer, "ELU").elu_param.alpha = float(layer.p.alpha)
+
+
+@CONVERTERS.register("Clip")
+def clip(ctx, layer):
+    """Caffe's ReLU6 is min(max(x, 0), threshold): Clip(0, max)."""
+    if layer.p.min != 0:
+        raise Unsupported(f"caffe: layer {layer.name!r}: {CLIP_MIN}")
+    ctx.layer(layer, "ReLU6").relu6_param.threshold = float(layer.p.max)
+
+
+CLIP_MIN = "Caffe's ReLU6 clips below at 0 only (Caffe has no Clip layer)"
+
+
+@CONVERTERS.register("PReLU")
+def prelu(ctx, layer):
+    shared = layer.p.channel_shared
+    ctx.layer(layer, "PReLU").prelu_param.channel_shared = shared
+    slope = ctx.w(layer, "slope")
+    # Caffe holds a shared slope as a 0-D blob
+    ctx.blobs(layer.name, [np.reshape(slope, ()) if shared else slope],
+              [(f"{layer.name}.slope", reshape_to(np.shape(slope)) if shared else "identity")])
+
+
+@CONVERTERS.register("SiLU")
+def silu(ctx, layer):
+    """x * sigmoid(x): Caffe has no Swish layer; its Sigmoid and Eltwise PROD, both native."""
+    sig = ctx.zoo_names.extra_blob(layer, "sigmoid")
+    ctx.layer(layer, "Sigmoid", tops=[sig], name=ctx.zoo_names.extra_layer(layer, "sigmoid"))
+    ctx.layer(layer, "Eltwise", bottoms=[layer.bottoms[0], sig]).eltwise_param.operation = \
+        ctx.pb.EltwiseParameter.PROD
+
+
+@CONVERTERS.register("HardSigmoid", "HardSwish")
+def hard_sigmoid_swish(ctx, layer):
+    """Caffe's own HardSigmoid and HardSwish layers compute the forward pass, but their
+    backward pass is empty (brocolli-caffe): the training net composes them from layers
+    that have one, Power (alpha * x + beta) and ReLU6 (clip to [0, 1]), times x for HardSwish."""
+    swish = layer.type == "HardSwish"
+    alpha, beta = (1.0 / 6.0, 0.5) if swish else (float(layer.p.alpha), float(layer.p.beta))
+    if not ctx.train:
+        lp = ctx.layer(layer, layer.type)
+        if not swish:
+            lp.hardsigmoid_param.alpha, lp.hardsigmoid_param.beta = alpha, beta
+        return
+    lin = ctx.zoo_names.extra_blob(layer, "linear")
+    pw = ctx.layer(layer, "Power", tops=[lin], name=ctx.zoo_names.extra_layer(layer, "linear"))
+    pw.power_param.scale, pw.power_param.shift = alpha, beta
+    gate = ctx.zoo_names.extra_blob(layer, "gate") if swish else layer.tops[0]
+    name = ctx.zoo_names.extra_layer(layer, "gate") if swish else layer.name
+    ctx.layer(layer, "ReLU6", bottoms=[lin], tops=[gate], name=name).relu6_param.threshold = 1.0
+    if swish:
+        ctx.layer(layer, "Eltwise", bottoms=[layer.bottoms[0], gate]).eltwise_param.operation = \
+            ctx.pb.EltwiseParameter.PROD
+
+
+# --- learned scale and bias ------------------------------------------------------------------
+def learned_axes(layer):
+    """(axis, num_axes, Caffe blob shape) of a Scale or Bias whose blob, aligned to the input's
+    trailing axes, is the input's on a run of axes and 1 elsewhere; None where it broadcasts
+    inside that run (Caffe's blob covers consecutive axes of the input exactly)."""
+    s = [int(d) for d in layer.p.shape]
+    x = [int(d) for d in layer.in_shapes[0]]
+    start = len(x) - len(s)
+    big = [j for j, d in enumerate(s) if d != 1]
+    if not big:
+        return 1, 0, ()
+    j0, j1 = big[0], big[-1] + 1
+    if s[j0:j1] != x[start + j0:start + j1]:
+        return None
+    return start + j0, j1 - j0, tuple(s[j0:j1])
+
+
+@CONVERTERS.register("Scale", "Bias")
+def scale_bias(ctx, layer):
+    _time_major_refused(ctx, layer)
+    axes = learned_axes(layer)
+    if axes is None:
+        raise Unsupported(f"caffe: layer {layer.name!r}: {BLOB_BROADCAST}")
+    axis, num_axes, shape = axes
+    lp = ctx.layer(layer, layer.type)
+    sp = lp.scale_param if layer.type == "Scale" else lp.bias_param
+    sp.axis, sp.num_axes = axis, num_axes
+    keys = ["scale", "bias"] if layer.type == "Scale" and layer.p.bias_term else \
+        ["scale"] if layer.type == "Scale" else ["bias"]
+    if layer.type == "Scale":
+        sp.bias_term = layer.p.bias_term
+    spec_shape = tuple(int(d) for d in layer.p.shape)
+    ctx.blobs(layer.name, [np.reshape(ctx.w(layer, k), shape) for k in keys],
+              [(f"{layer.name}.{k}", reshape_to(spec_shape)) for k in keys])
+
+
+BLOB_BROADCAST = ("Caffe's Scale and Bias blobs cover consecutive axes of the input exactly "
+                  "(no size-1 axis between sizes)")
+
+
+# --- reductions and shape operations ---------------------------------------------------------
+def reduce_plan(layer):
+    """("Pooling",) for MEAN or MAX over (H, W) of an (N, C, H, W) blob (global pooling, which
+    OpenCV reads too); ("Reduction", axis) for SUM or MEAN over every axis from `axis` on
+    (Caffe's Reduction reduces all trailing axes); None otherwise (MAX over other axes)."""
+    x = layer.in_shapes[0]
+    axes = R.reduce_axes(layer.p, len(x))
+    op = layer.p.operation
+    if len(x) == 4 and axes == [2, 3] and op in (R.MEAN, R.MAX):
+        return ("Pooling",)
+    if op in (R.SUM, R.MEAN) and axes == list(range(axes[0], len(x))):
+        return ("Reduction", axes[0])
+    return None
+
+
+@CONVERTERS.register("Reduce")
+def reduce_(ctx, layer):
+    _time_major_refused(ctx, layer)
+    plan = reduce_plan(layer)
+    if plan is None:
+        raise Unsupported(f"caffe: layer {layer.name!r}: {REDUCE_AXES}")
+    out = layer.out_shapes[0]
+    natural = (layer.in_shapes[0][:2] + (1, 1)) if plan[0] == "Pooling" else layer.in_shapes[0][:plan[1]]
+    natural = tuple(natural)
+    top = layer.tops[0] if natural == tuple(out) else ctx.zoo_names.extra_blob(layer, "reduced")
+    if plan[0] == "Pooling":
+        lp = ctx.layer(layer, "Pooling", tops=[top])
+        lp.pooling_param.global_pooling = True
+        lp.pooling_param.pool = ctx.pb.PoolingParameter.AVE if layer.p.operation == R.MEAN \
+            else ctx.pb.PoolingParameter.MAX
+    else:
+        lp = ctx.layer(layer, "Reduction", tops=[top])
+        RP = ctx.pb.ReductionParameter
+        lp.reduction_param.operation = RP.MEAN if layer.p.operation == R.MEAN else RP.SUM
+        lp.reduction_param.axis = plan[1]
+    if top != layer.tops[0]:
+        _reshape(ctx, layer, top, layer.tops[0], out, ctx.zoo_names.extra_layer(layer, "shape"))
+
+
+REDUCE_AXES = ("Caffe's Reduction (SUM, MEAN) reduces every axis from one on; MAX only over "
+               "(H, W) by global pooling")
+
+
+@CONVERTERS.register("Transpose")
+def transpose(ctx, layer):
+    """Caffe's Permute (SSD's layer, in brocolli-caffe; BVLC master has none)."""
+    _time_major_refused(ctx, layer)
+    ctx.layer(layer, "Permute").permute_param.order.extend(int(o) for o in layer.p.order)
+
+
+@CONVERTERS.register("Slice")
+def slice_(ctx, layer):
+    _time_major_refused(ctx, layer)
+    lp = ctx.layer(layer, "Slice")
+    lp.slice_param.axis = int(layer.p.axis) % len(layer.in_shapes[0])
+    lp.slice_param.slice_point.extend(int(c) for c in np.cumsum([int(s) for s in layer.p.size])[:-1])
+
+
+@CONVERTERS.register("Squeeze", "Unsqueeze")
+def squeeze(ctx, layer):
+    _time_major_refused(ctx, layer)
+    _reshape(ctx, layer, layer.bottoms[0], layer.tops[0], layer.out_shapes[0], layer.name)
+
+
+@CONVERTERS.register("Gather")
+def gather(ctx, layer):
+    """x[:, ..., i, ...]: Caffe's Slice around index i (the other parts go to blobs no one
+    reads), then Reshape without that axis."""
+    _time_major_refused(ctx, layer)
+    x = layer.in_shapes[0]
+    axis = int(layer.p.axis) % len(x)
+    i = int(layer.p.index) % x[axis]
+    part = ctx.zoo_names.extra_blob(layer, "part")
+    tops = ([ctx.zoo_names.extra_blob(layer, "before")] if i > 0 else []) + [part] + \
+        ([ctx.zoo_names.extra_blob(layer, "after")] if i + 1 < x[axis] else [])
+    if len(tops) == 1:        # the axis has size 1: nothing to cut
+        part = layer.bottoms[0]
+    else:
+        sp = ctx.layer(layer, "Slice", tops=tops, name=ctx.zoo_names.extra_layer(layer, "slice"))
+        sp.slice_param.axis = axis
+        sp.slice_param.slice_point.extend(p for p in (i, i + 1) if 0 < p < x[axis])
+        if ctx.train:      # the parts no one reads: Caffe's Silence gives them a zero gradient
+            ctx.layer(layer, "Silence", bottoms=[t for t in tops if t != part], tops=[],
+                      name=ctx.zoo_names.extra_layer(layer, "unused"))
+    _reshape(ctx, layer, part, layer.tops[0], layer.out_shapes[0], layer.name)
 
 
 @CONVERTERS.register("BatchNorm")
@@ -291,6 +615,7 @@ def euclidean_loss(ctx, layer):
 def _net(net, weights, train: bool, names: CaffeNames):
     time_major = any(l.type in ("LSTM", "Embedding") for l in net.layers)
     ctx = Context(net, weights, time_major, names)
+    ctx.train = train
     layers = net.layers if train else net.deploy_layers
     if any(l.type == "LSTM" for l in layers):
         lp = ctx.param.layer.add(name=names.cont, type="Input")

@@ -94,8 +94,8 @@ class Runner(CaffeBase):
         for _ in range(steps):
             solver.step(1)
             losses.append(float(sum(net.blobs[l].data for l in self.meta["losses"])))
-        from zoo.converters.caffe import TRANSFORMS
-        weights = {k: TRANSFORMS[t](net.params[layer][i].data.copy())
+        from zoo.converters.caffe import from_caffe
+        weights = {k: from_caffe(t, net.params[layer][i].data.copy())
                    for k, (layer, i, t) in self.meta["names"].items()}
         return losses, weights
 

@@ -61,6 +61,8 @@ class Engine:
     thread_vars: tuple[str, ...] = ()          # the engine's own thread-count variables
     single_thread_vars: tuple[str, ...] = ()   # pools zoo pins to one thread
     quiet_env: tuple[tuple[str, str], ...] = ()   # log-level variables
+    dtypes: tuple[str, ...] = ("float32",)     # compute dtypes its build honours (option "dtype")
+    dtype_gap: str = ""         # why it cannot compute in a dtype not in `dtypes`
 
     @property
     def converter_module(self) -> str:
@@ -129,6 +131,14 @@ class Engine:
         env.update(dict(self.quiet_env))
         return env
 
+    def dtype_refusal(self, dtype: str) -> str | None:
+        """Why this engine cannot build and run a network in `dtype` (zoo verify --dtype),
+        or None when its declaration says it can."""
+        if dtype in self.dtypes:
+            return None
+        why = self.dtype_gap or f"{self.name} declares no {dtype} build"
+        return f"{self.name} computes in {', '.join(self.dtypes)} only: {why}"
+
     # --- what the engine can express -------------------------------------------------------
     def supported_types(self) -> list[str]:
         """Layer types the converter handles (from its registry; imports no engine)."""
@@ -140,11 +150,11 @@ class Engine:
         engine's converter may lack the loss types: it leaves the losses out."""
         have = set(self.supported_types())
         for layer in net.layers:
-            if layer.type not in have and (self.train or not layer.kind.is_loss):
-                return self._refusal(layer, f"{self.converter} has no converter for {layer.type}")
-            for gap in self.gaps:
+            for gap in self.gaps:      # before the registry: a declared reason says why
                 if gap.applies(layer, net):
                     return self._refusal(layer, gap.reason)
+            if layer.type not in have and (self.train or not layer.kind.is_loss):
+                return self._refusal(layer, f"{self.converter} has no converter for {layer.type}")
         return None
 
     def refuse(self, net) -> None:
@@ -160,8 +170,9 @@ class Engine:
         not gaps of an inference-only engine (its row "training" says why)."""
         from .layers import REGISTRY
         have = set(self.supported_types())
+        declared = {g.layer_type for g in self.gaps if g.when is None}   # with their reason
         rows = [{"what": t, "why": f"{self.converter} has no converter for it"}
-                for t in sorted(set(REGISTRY) - have)
+                for t in sorted(set(REGISTRY) - have - declared)
                 if self.train or not REGISTRY[t].is_loss]
         rows += [{"what": g.what, "why": g.reason} for g in self.gaps]
         if not self.train:
@@ -170,11 +181,12 @@ class Engine:
 
 
 # --- the declared gaps, each predicate the exact condition its converter or runner refuses --
-def _ave_valid_divisor_differs(layer, net) -> bool:
-    """VALID differs from PADDED only where a window reaches padding or the ceil overhang."""
-    p = layer.p
-    return (not p.global_pooling and p.pool == P.AVE and p.avg_divisor == P.VALID
-            and (p.pad > 0 or p.round_mode == P.CEIL))
+def _caffe_rule(name: str) -> Callable:
+    """A predicate of converters/caffe.py (imports no engine), so that the gap and the
+    converter's refusal are one rule."""
+    def when(layer, net) -> bool:
+        return getattr(importlib.import_module("zoo.converters.caffe"), name)(layer)
+    return when
 
 
 def _time_major(net) -> bool:
@@ -182,27 +194,72 @@ def _time_major(net) -> bool:
     return any(l.type in ("LSTM", "Embedding") for l in net.layers)
 
 
+def _caffe_plan_is(rule: str, kind) -> Callable:
+    def when(layer, net) -> bool:
+        plan = getattr(importlib.import_module("zoo.converters.caffe"), rule)(layer)
+        return plan is not None and plan[0] == kind
+    return when
+
+
+def _caffe_plan_none(rule: str) -> Callable:
+    return lambda layer, net: getattr(importlib.import_module("zoo.converters.caffe"), rule)(layer) is None
+
+
+_SEQ = "sequence networks are time-major in Caffe"
 CAFFE_FILE_GAPS = (   # what converters/caffe.py refuses: caffe and caffe-opencv share the files
     Gap("Pooling", "Caffe's average pooling always counts the padding (PADDED); the VALID "
-        "divisor is not expressible", _ave_valid_divisor_differs,
+        "divisor is not expressible", _caffe_rule("ave_valid_divisor_differs"),
         "AVE with the VALID divisor (padded or CEIL)"),
-    Gap("Flatten", "a sequence blob is time-major in Caffe",
-        lambda l, net: _time_major(net) and len(l.in_shapes[0]) == 3, "of a sequence blob"),
-    Gap("Reshape", "sequence networks are time-major in Caffe",
-        lambda l, net: _time_major(net) and len(l.in_shapes[0]) in (2, 3),
+    Gap("Convolution", "Caffe pads symmetrically only (one pad_h, one pad_w)",
+        _caffe_rule("asymmetric_pads"), "with asymmetric pads"),
+    Gap("Pooling", "Caffe pads symmetrically only (one pad_h, one pad_w)",
+        _caffe_rule("asymmetric_pads"), "with asymmetric pads"),
+    Gap("Eltwise", "Caffe's Eltwise has PROD, SUM and MAX of equal shapes only: no DIV, and "
+        "broadcasting only as Scale or Bias with a second bottom over leading axes",
+        _caffe_plan_none("eltwise_plan"),
+        "DIV, or broadcasting other than PROD/plain SUM over leading axes"),
+    Gap("Clip", "Caffe has no Clip layer; its ReLU6 clips below at 0 only",
+        lambda l, net: l.p.min != 0, "with min != 0"),
+    Gap("Scale", "Caffe's Scale blob covers consecutive axes of the input exactly",
+        lambda l, net: not _time_major(net) and _caffe_plan_none("learned_axes")(l, net),
+        "whose shape has a size-1 axis between sizes"),
+    Gap("Bias", "Caffe's Bias blob covers consecutive axes of the input exactly",
+        lambda l, net: not _time_major(net) and _caffe_plan_none("learned_axes")(l, net),
+        "whose shape has a size-1 axis between sizes"),
+    Gap("Reduce", "Caffe's Reduction (SUM, MEAN) reduces every axis from one on; MAX only "
+        "over (H, W) as global pooling", _caffe_plan_none("reduce_plan"),
+        "MAX not over (H, W), or axes that are not all trailing"),
+    Gap("GELU", "Caffe has no GELU layer (nor erf to compose it from)"),
+    Gap("LogSoftmax", "Caffe has no LogSoftmax layer (Softmax then Log underflows to -inf "
+        "in float32)"),
+    Gap("Parameter", "Caffe's Parameter layer has a fixed shape: it has no batch axis to follow"),
+    Gap("LayerNorm", "Caffe has no LayerNorm: its MVN adds eps to the standard deviation, "
+        "not to the variance"),
+    Gap("MatMul", "Caffe has no product of two blobs (batched matrix multiply)"),
+    Gap("Flatten", "a sequence blob is time-major in Caffe", lambda l, net: _time_major(net) and len(l.in_shapes[0]) == 3,
+        "of a sequence blob"),
+    Gap("Reshape", _SEQ, lambda l, net: _time_major(net) and len(l.in_shapes[0]) in (2, 3),
         "of a 2-D or 3-D blob in a sequence network"),
-    Gap("EuclideanLoss", "sequence networks are time-major in Caffe",
-        lambda l, net: _time_major(net), "in a sequence network"),
-)
+    Gap("EuclideanLoss", _SEQ, lambda l, net: _time_major(net), "in a sequence network"),
+    Gap("Eltwise", _SEQ, lambda l, net: _time_major(net) and _caffe_plan_is("eltwise_plan", "Scale")(l, net),
+        "broadcasting, in a sequence network"),
+    Gap("Eltwise", _SEQ, lambda l, net: _time_major(net) and _caffe_plan_is("eltwise_plan", "Bias")(l, net),
+        "broadcasting, in a sequence network"),
+) + tuple(Gap(t, _SEQ, lambda l, net: _time_major(net), "in a sequence network")
+          for t in ("Scale", "Bias", "Reduce", "Transpose", "Slice", "Squeeze", "Unsqueeze",
+                    "Gather"))
 
 _OPENCV = "OpenCV's Caffe importer"
 
 ENGINES: dict[str, Engine] = {e.name: e for e in [
     Engine("onnx", ("onnx", "onnxruntime"), ("onnx", "onnxruntime"), "onnx", train=False,
            converter="zoo.converters.onnx", runner="zoo.runners.onnx",
-           note="ONNX Runtime runs inference only: verified forward, not trained"),
+           note="ONNX Runtime runs inference only: verified forward, not trained",
+           dtype_gap="ONNX Runtime's CPU kernels have no double Conv, AveragePool, "
+                     "GlobalAveragePool or LRN (onnxruntime 1.x)"),
     Engine("torch", ("torch",), ("torch",), "torch", train=True,
            converter="zoo.converters.torch", runner="zoo.runners.torch",
+           dtypes=("float32", "float64"),
            gaps=(Gap("Pooling", "PyTorch's pools take pad <= kernel/2; padding explicitly "
                      "would count it in the VALID divisor",
                      lambda l, net: (not l.p.global_pooling and 2 * l.p.pad > l.p.kernel_size
@@ -220,10 +277,12 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
                      lambda l, net: l.p.stride > 1 and l.p.dilation > 1,
                      "with stride > 1 and dilation > 1"),),
            thread_vars=("TF_NUM_INTRAOP_THREADS",), single_thread_vars=("TF_NUM_INTEROP_THREADS",),
-           quiet_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
+           quiet_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),),
+           dtype_gap="converters/tensorflow.py does not build float64 models yet"),
     Engine("mxnet", ("mxnet",), ("mxnet",), "mxnet", train=True,
            converter="zoo.converters.mxnet", runner="zoo.runners.mxnet",
-           thread_vars=("MXNET_CPU_WORKER_NTHREADS",)),
+           thread_vars=("MXNET_CPU_WORKER_NTHREADS",),
+           dtype_gap="converters/mxnet.py does not build float64 models yet"),
     # real BVLC Caffe, built by scripts/build_caffe.sh (no wheel exists)
     Engine("caffe", (), ("caffe",), "caffe", train=True,
            converter="zoo.converters.caffe", runner="zoo.runners.caffe", gaps=CAFFE_FILE_GAPS,
@@ -236,7 +295,16 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
            gaps=CAFFE_FILE_GAPS + (
                Gap("Embedding", f"{_OPENCV} has no layer for Caffe's Embed"),
                Gap("LRN", f"{_OPENCV} ignores lrn_param.k (it always uses 1)",
-                   lambda l, net: l.p.k != 1.0, "with k != 1")),
+                   lambda l, net: l.p.k != 1.0, "with k != 1"),
+               Gap("Clip", f"{_OPENCV} ignores relu6_param.threshold (it always clips at 6)",
+                   lambda l, net: l.p.max != 6.0, "with max != 6"),
+               Gap("PReLU", f"{_OPENCV} cannot read the 0-D blob Caffe keeps a shared slope in",
+                   lambda l, net: l.p.channel_shared, "channel_shared"),
+               Gap("Bias", f"{_OPENCV} has no Bias layer"),
+               Gap("Eltwise", f"{_OPENCV} has no Bias layer",
+                   _caffe_plan_is("eltwise_plan", "Bias"), "SUM broadcast (Caffe's Bias)"),
+               Gap("Reduce", f"{_OPENCV} has no Reduction layer",
+                   _caffe_plan_is("reduce_plan", "Reduction"), "other than MEAN/MAX over (H, W)")),
            cpu_only="zoo runs OpenCV's DNN module on the CPU only",
            note="OpenCV's Caffe reader runs inference only: verified forward, not trained"),
 ]}
