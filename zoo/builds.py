@@ -85,8 +85,18 @@ def _sha256_file(path: Path) -> str:
 
 def build_key(net: N.Net, weights_sha: str, engine: engines.Engine, options: dict) -> str:
     ident = {"spec": net.sha256, "weights": weights_sha, "engine": engine.name,
-             "versions": engine.versions(), "zoo": __version__, "options": options}
+             "versions": engine.versions(), "zoo": __version__, "options": options,
+             "converter": _converter_digest(engine)}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def _converter_digest(engine: engines.Engine) -> str:
+    """The converter's own source: a changed converter (an upgrade, a fix) never serves a
+    build made by the old one, whatever the version number says."""
+    import importlib.util
+    spec = importlib.util.find_spec(engine.converter_module)
+    origin = Path(spec.origin) if spec and spec.origin else None
+    return _sha256_file(origin) if origin and origin.is_file() else "-"
 
 
 def build(net_or_name, engine: str, out: str | Path | None = None, seed: int = 0,
