@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fuzzing import KINDS, MEMORY_BOUND, TIME_LIMIT, Sandbox, summarise  # noqa: E402
+from fuzzing import KINDS, MEMORY_BOUND, TIME_LIMIT, WALL_FACTOR, Sandbox, summarise  # noqa: E402
 
 
 def main() -> int:
@@ -28,7 +28,8 @@ def main() -> int:
     ap.add_argument("--start", type=int, default=0, help="first seed")
     ap.add_argument("--case", help="KIND:SEED: run one case and print its outcome")
     ap.add_argument("--memory-mb", type=int, default=MEMORY_BOUND >> 20)
-    ap.add_argument("--time-limit", type=float, default=TIME_LIMIT)
+    ap.add_argument("--time-limit", type=float, default=TIME_LIMIT,
+                    help=f"CPU seconds per case (and {WALL_FACTOR}x as many wall seconds)")
     args = ap.parse_args()
     with Sandbox(args.memory_mb << 20, args.time_limit) as sb:
         if args.case:
@@ -47,7 +48,8 @@ def main() -> int:
                 print(f"... {i + 1} cases, {time.perf_counter() - t0:.0f} s", flush=True)
         wall = time.perf_counter() - t0
     print(f"\n{args.cases} cases in {wall:.0f} s; memory bound {args.memory_mb} MiB above the "
-          f"worker's baseline, time limit {args.time_limit:g} s per case")
+          f"worker's baseline, time limit {args.time_limit:g} s of CPU ({WALL_FACTOR * args.time_limit:g} s "
+          "wall) per case")
     for kind, counts in sorted(summarise(outcomes).items()):
         print(f"  {kind:9s} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     slow = max(outcomes, key=lambda o: o.seconds)

@@ -2,8 +2,9 @@
 
 Every case must end in a clean acceptance or a clean refusal (a ZooError), within a time
 limit and a memory bound: any other exception, a hang or a blown memory bound is a defect.
-Cases run in a forked worker process that holds an address-space limit (RLIMIT_AS) and a
-per-case alarm, so a runaway case cannot take the test run down with it; a worker that dies
+Cases run in a forked worker process that holds an address-space limit (RLIMIT_AS) and
+per-case alarms (CPU time, and WALL_FACTOR times as much wall time, so that a busy machine
+does not turn a slow case into a "hang"), so a runaway case cannot take the test run down with it; a worker that dies
 or stops answering is recorded as that case's failure and replaced.
 
 Used by tests/test_fuzz.py (a few hundred cases, hypothesis picks them) and by
@@ -31,8 +32,39 @@ from pathlib import Path
 import numpy as np
 
 MEMORY_BOUND = 1 << 30        # address space a case may add on top of the worker's baseline
-TIME_LIMIT = 20.0             # seconds per case
+TIME_LIMIT = 20.0             # CPU seconds per case (the worker's, every thread)
+WALL_FACTOR = 3               # and wall seconds: a case blocked, or starved on a busy machine
 SEED_NETS = ["linreg", "twolayer", "softmax-mnist", "alexnet-r", "lstm-32"]
+# small networks for the importers' seeds besides zoo's own: every layer type and pattern the
+# importers map (ONNX's Transpose/LSTM/Squeeze, BatchNorm folding, Eltwise coefficients, CEIL
+# pooling; Caffe's time-major LSTM with its `cont` input, BatchNorm + Scale)
+TINY_NETS = {
+    "tiny-lstm": """name: "tiny-lstm"
+layer { name: "tokens" type: "Input" input_param { shape: [2, 5] dtype: INT64 } }
+layer { name: "embed" type: "Embedding" bottom: "tokens" embedding_param { input_dim: 10 num_output: 4 } }
+layer { name: "lstm" type: "LSTM" bottom: "embed" lstm_param { num_output: 6 } }
+layer { name: "fc" type: "InnerProduct" bottom: "lstm" inner_product_param { num_output: 10 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" softmax_param { axis: 2 } }
+""",
+    "tiny-mix": """name: "tiny-mix"
+layer { name: "data" type: "Input" input_param { shape: [2, 3, 8, 8] } }
+layer { name: "conv1" type: "Convolution" bottom: "data" convolution_param { num_output: 4 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" }
+layer { name: "relu1" type: "ReLU" bottom: "bn1" }
+layer { name: "conv2" type: "Convolution" bottom: "relu1" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "add" type: "Eltwise" bottom: "conv2" bottom: "relu1" eltwise_param { operation: SUM coeff: [1, 0.5] } }
+layer { name: "pool1" type: "Pooling" bottom: "add" pooling_param { pool: MAX kernel_size: 3 stride: 2 round_mode: CEIL } }
+layer { name: "pool2" type: "Pooling" bottom: "add" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR avg_divisor: PADDED } }
+layer { name: "cat" type: "Concat" bottom: "pool1" bottom: "pool2" }
+layer { name: "sig" type: "Sigmoid" bottom: "cat" }
+layer { name: "drop" type: "Dropout" bottom: "sig" }
+layer { name: "flat" type: "Flatten" bottom: "drop" }
+layer { name: "fc" type: "InnerProduct" bottom: "flat" inner_product_param { num_output: 5 } }
+layer { name: "tanh" type: "TanH" bottom: "fc" }
+layer { name: "prob" type: "Softmax" bottom: "tanh" }
+""",
+}
+MODEL_NETS = ["linreg", "twolayer", "alexnet-r", *TINY_NETS]     # exported, then imported
 KINDS = ["prototxt", "json", "npz", "onnx", "caffe"]
 
 NUMBERS = ["0", "-1", "1", "2147483647", "4294967296", "4611686018427387904", "-9223372036854775808",
@@ -123,6 +155,7 @@ class Seeds:
         self.text = {n: Path(net.path).read_text() for n, net in self.nets.items()}
         self.json = {n: S.to_json(net.proto) for n, net in self.nets.items()}
         self.weights = {n: W.make(net, 0) for n, net in self.nets.items() if n != "alexnet-r"}
+        self.nets.update({n: zoo.from_text(text) for n, text in TINY_NETS.items()})
         self._models: dict[tuple[str, str], dict[str, bytes]] = {}
 
     def models(self, fmt: str, name: str) -> dict[str, bytes]:
@@ -141,9 +174,15 @@ class Seeds:
 
 
 # --- one case ---------------------------------------------------------------------------------
-def _npz_bytes(arrays: dict, compressed: bool = False) -> bytes:
+def _npz_bytes(arrays: dict, deflate: set[str] = frozenset()) -> bytes:
+    """An .npz as numpy writes it; the members named in `deflate` compressed, the others stored
+    (compressing lstm-32's random weights would take most of a case's time limit)."""
     buf = io.BytesIO()
-    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    with zipfile.ZipFile(buf, "w", compresslevel=1) as z:
+        for key, a in arrays.items():
+            z.compression = zipfile.ZIP_DEFLATED if key in deflate else zipfile.ZIP_STORED
+            with z.open(key + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=True)   # op 3's pickle
     return buf.getvalue()
 
 
@@ -179,7 +218,7 @@ def make_npz(seeds: Seeds, rng: random.Random) -> tuple[str, bytes]:
     elif op == 6:                                 # a small file that inflates to a lot
         k = rng.choice(keys)
         w[k] = np.zeros((rng.choice([2, 16, 64]) << 20,), np.float32)
-        return name, _npz_bytes(w, compressed=True)
+        return name, _npz_bytes(w, deflate={k})
     data = _npz_bytes(w)
     return name, (mutate_bytes(data, rng) if op >= 7 else data)
 
@@ -208,12 +247,14 @@ def run_case(seeds: Seeds, kind: str, seed: int, scratch: Path) -> str:
             (work / "net.prototxt").write_text(spec)
             zoo.load(str(work / "net.prototxt"))
         elif kind == "onnx":
-            data = seeds.models("onnx", rng.choice(["linreg", "twolayer", "alexnet-r"]))["model.onnx"]
+            data = seeds.models("onnx", rng.choice(MODEL_NETS))["model.onnx"]
             (work / "m.onnx").write_bytes(_mutate_onnx(data, rng))
             import_model(work / "m.onnx", work / "out")
         elif kind == "caffe":
-            files = seeds.models("caffe", rng.choice(["linreg", "twolayer", "alexnet-r"]))
+            files = seeds.models("caffe", rng.choice(MODEL_NETS))
             proto, model = files["deploy.prototxt"].decode(), files["weights.caffemodel"]
+            if rng.random() < 0.3:                  # the same net in Caffe's old V1 format
+                proto, model = caffe_v1(proto, model)
             if rng.random() < 0.6:
                 proto = mutate_text(proto, rng)
             else:
@@ -229,6 +270,44 @@ def run_case(seeds: Seeds, kind: str, seed: int, scratch: Path) -> str:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def caffe_v1(proto: str, model: bytes) -> tuple[str, bytes]:
+    """A Caffe deploy prototxt and .caffemodel rewritten in the V1 format (`layers { type:
+    CONVOLUTION }`, inputs as `input:` + `input_shape`), as old Caffe models are written;
+    unchanged if a layer type has no V1 form (BatchNorm, LSTM, ...)."""
+    from google.protobuf import text_format
+
+    from zoo.converters import caffe_pb2 as C
+    from zoo.importers.caffe import V1_TYPES
+    net, weights = C.NetParameter(), C.NetParameter()
+    text_format.Parse(proto, net)
+    if any(lp.type not in V1_TYPES.values() and lp.type != "Input" for lp in net.layer):
+        return proto, model
+    weights.ParseFromString(model)
+    return text_format.MessageToString(_to_v1(net)), _to_v1(weights).SerializeToString()
+
+
+def _to_v1(net):
+    from zoo.converters import caffe_pb2 as C
+    from zoo.importers.caffe import V1_TYPES
+
+    enum = {v2: v1 for v1, v2 in V1_TYPES.items()}
+    v1_fields = C.V1LayerParameter.DESCRIPTOR.fields_by_name
+    out = C.NetParameter(name=net.name, input=net.input, input_shape=net.input_shape, input_dim=net.input_dim)
+    for lp in net.layer:
+        if lp.type == "Input":
+            for i, top in enumerate(lp.top):
+                out.input.append(top)
+                if lp.input_param.shape:
+                    out.input_shape.add().CopyFrom(lp.input_param.shape[min(i, len(lp.input_param.shape) - 1)])
+            continue
+        v1 = out.layers.add(name=lp.name, type=C.V1LayerParameter.LayerType.Value(enum.get(lp.type, "NONE")),
+                            bottom=lp.bottom, top=lp.top, blobs=lp.blobs)
+        for field, value in lp.ListFields():
+            if field.name.endswith("_param") and field.name in v1_fields:
+                getattr(v1, field.name).CopyFrom(value)
+    return out
+
+
 def _mutate_onnx(data: bytes, rng: random.Random) -> bytes:
     """Byte-level mutation, or a structural one through onnx's own classes."""
     import onnx
@@ -238,8 +317,13 @@ def _mutate_onnx(data: bytes, rng: random.Random) -> bytes:
         return mutate_bytes(data, rng)
     m = onnx.load_from_string(data)
     g = m.graph
-    op = rng.randrange(8)
-    if op == 0 and g.node:                               # an unused huge constant
+    op = rng.randrange(10)
+    if op == 8:                                          # another operator set version
+        next(o for o in m.opset_import if o.domain in ("", "ai.onnx")).version = \
+            rng.choice([1, 6, 7, 9, 11, 12, 13, 17, 19, 22, 30])
+    elif op == 9 and g.node:                             # a node from another domain
+        rng.choice(g.node).domain = rng.choice(["com.microsoft", "ai.onnx.ml", "ai.onnx", "x"])
+    elif op == 0 and g.node:                               # an unused huge constant
         shape = numpy_helper.from_array(np.array([256, 1024, 1024], np.int64), "big_shape")
         g.initializer.append(shape)
         g.node.append(helper.make_node("ConstantOfShape", ["big_shape"], ["big"]))
@@ -298,7 +382,7 @@ def _worker(conn, memory_bound: int, time_limit: float) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="zoo-fuzz-"))
     seeds = Seeds(scratch)
     for fmt in ("onnx", "caffe"):
-        for n in ("linreg", "twolayer", "alexnet-r"):
+        for n in MODEL_NETS:
             try:
                 seeds.models(fmt, n)
             except Exception:  # noqa: BLE001 - an engine's converter not installed
@@ -307,10 +391,14 @@ def _worker(conn, memory_bound: int, time_limit: float) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (base + memory_bound, base + memory_bound))
     rss0 = _vm_bytes("VmHWM")
 
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"case took longer than {time_limit:g} s")
+    def on_cpu_limit(signum, frame):
+        raise TimeoutError(f"case used more than {time_limit:g} s of CPU")
 
-    signal.signal(signal.SIGALRM, on_alarm)
+    def on_wall_limit(signum, frame):
+        raise TimeoutError(f"case took longer than {WALL_FACTOR * time_limit:g} s")
+
+    signal.signal(signal.SIGPROF, on_cpu_limit)
+    signal.signal(signal.SIGALRM, on_wall_limit)
     conn.send(("ready", rss0))
     try:
         while True:
@@ -319,7 +407,8 @@ def _worker(conn, memory_bound: int, time_limit: float) -> None:
                 break
             kind, seed = msg
             t0 = time.perf_counter()
-            signal.setitimer(signal.ITIMER_REAL, time_limit)
+            signal.setitimer(signal.ITIMER_PROF, time_limit)
+            signal.setitimer(signal.ITIMER_REAL, WALL_FACTOR * time_limit)
             try:
                 status, detail = run_case(seeds, kind, seed, scratch), ""
             except ZooError as e:
@@ -327,11 +416,12 @@ def _worker(conn, memory_bound: int, time_limit: float) -> None:
             except TimeoutError as e:
                 status, detail = "hang", str(e)
             except MemoryError:
-                status, detail = "memory", "MemoryError under the bound"
+                status, detail = "memory", "MemoryError under the bound\n" + traceback.format_exc()[-1500:]
             except BaseException as e:  # noqa: BLE001 - the defect we are looking for
                 status = "internal"
                 detail = f"{type(e).__name__}: {e}"[:300] + "\n" + traceback.format_exc()[-1500:]
             finally:
+                signal.setitimer(signal.ITIMER_PROF, 0)
                 signal.setitimer(signal.ITIMER_REAL, 0)
             conn.send((status, detail, time.perf_counter() - t0, _vm_bytes("VmHWM") - rss0))
     finally:
@@ -365,9 +455,9 @@ class Sandbox:
         if self.proc is None or not self.proc.is_alive():
             self._start()
         self.conn.send((kind, seed))
-        if not self.conn.poll(self.time_limit + 30):
+        if not self.conn.poll(WALL_FACTOR * self.time_limit + 30):
             self._kill()
-            return Outcome(kind, seed, "hang", f"no answer within {self.time_limit + 30:g} s")
+            return Outcome(kind, seed, "hang", f"no answer within {WALL_FACTOR * self.time_limit + 30:g} s")
         try:
             status, detail, secs, extra = self.conn.recv()
         except EOFError:

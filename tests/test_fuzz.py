@@ -54,6 +54,11 @@ def test_the_sandbox_reports_a_defect():
     with Sandbox(time_limit=1) as sb:
         try:
             fuzzing.run_case = lambda *a: __import__("time").sleep(30)
-            assert sb.run("prototxt", 2).status == "hang"
+            o = sb.run("prototxt", 2)
+            assert (o.status, o.detail) == ("hang", f"case took longer than {fuzzing.WALL_FACTOR} s")
+            fuzzing.run_case = lambda *a: [None for _ in iter(int, 1)]     # spins on the CPU
+            o = sb.run("prototxt", 3)
+            assert o.status == "hang"      # by its CPU time, or on a loaded machine its wall time
+            assert o.detail in ("case used more than 1 s of CPU", f"case took longer than {fuzzing.WALL_FACTOR} s")
         finally:
             fuzzing.run_case = original

@@ -53,6 +53,9 @@ def save(weights: dict[str, np.ndarray], path: str | Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
     os.close(fd)
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)     # mkstemp makes 0600; weights are an ordinary file
         np.savez(tmp, **weights)
         os.replace(tmp, path)
     except BaseException:

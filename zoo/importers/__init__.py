@@ -5,20 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ImportRefused
+from .common import ImportResult, spec_name
 
 
 def import_model(path: str | Path, out: str | Path, weights: str | Path | None = None,
-                 batch: int = 1) -> Path:
-    """Import FILE into folder OUT; returns the written spec's path. Nothing is written on
-    refusal. .onnx: ONNX; .prototxt/.pbtxt: Caffe (with WEIGHTS a .caffemodel, optional)."""
+                 batch: int = 1, name: str | None = None, force: bool = False) -> ImportResult:
+    """Import FILE into folder OUT; returns what was written (path-like: the spec's path;
+    `.notes`: what to tell the user). Nothing is written on refusal. .onnx: ONNX;
+    .prototxt/.pbtxt: Caffe (with WEIGHTS a .caffemodel, optional). NAME names the spec and
+    its files (default: the model's own name). FORCE replaces an OUT that an earlier import
+    wrote (and nothing else)."""
     path = Path(path)
+    name = spec_name(name) if name is not None else None
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         if weights:
             raise ImportRefused("--weights is for Caffe models; ONNX keeps its weights inside")
         from .onnx import import_onnx
-        return import_onnx(path, out, batch)
+        return import_onnx(path, out, batch, name=name, force=force)
     if suffix in (".prototxt", ".pbtxt", ".pt"):
         from .caffe import import_caffe
-        return import_caffe(path, out, weights)
+        return import_caffe(path, out, weights, name=name, force=force)
     raise ImportRefused(f"{path}: unknown model format (expected .onnx, or a Caffe .prototxt)")
+
+
+__all__ = ["ImportResult", "import_model"]

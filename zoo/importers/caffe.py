@@ -6,7 +6,9 @@ blobs named after the layer; BatchNorm + Scale become one BatchNorm; an InnerPro
 4-D blob gets an explicit Flatten; Caffe's pooling is CEIL unless `ceil_mode: false`, and its
 average divisor counts padding (PADDED). `Python` layers are refused (they import and run
 code). Data layers carry no shapes: give a deploy prototxt (Input layer or `input_dim`).
-Without a .caffemodel the weights are made from a seed.
+Without a .caffemodel the weights are made from a seed (the result's notes say so; bounded to
+MAX_SEEDED_BYTES). V1 layers are upgraded to V2 messages as Caffe does; each layer's bottom and
+top counts are checked before it is mapped.
 
 Sequences: Caffe's LSTM is time-major (blobs (T, N, ...)) with a second input `cont` that
 is 0 where a sequence starts and 1 where it goes on; zoo's are batch-first from a zero
@@ -26,19 +28,34 @@ import numpy as np
 
 from .. import spec_pb2
 from ..errors import ImportRefused
-from .common import SpecBuilder, check_file, write
+from .common import SpecBuilder, check_file, check_net, write
 
 MAX_PROTOTXT_BYTES = 16 * 2**20
+MAX_BLOB_AXES = 32          # Caffe's kMaxBlobAxes (blob.hpp)
+# memory seeded weights may take when no .caffemodel is given (float32 arrays, plus the float64
+# draw of the largest): a few lines of prototxt must not demand gigabytes. zoo's largest
+# network, fcn-s (118 M parameters), needs 868 MiB.
+MAX_SEEDED_BYTES = 2**30
 # V1 (`layers { type: CONVOLUTION }`) enum names -> today's type strings
 V1_TYPES = {"CONVOLUTION": "Convolution", "INNER_PRODUCT": "InnerProduct", "POOLING": "Pooling",
             "RELU": "ReLU", "SIGMOID": "Sigmoid", "TANH": "TanH", "LRN": "LRN", "DROPOUT": "Dropout",
             "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "CONCAT": "Concat",
             "ELTWISE": "Eltwise", "FLATTEN": "Flatten", "SPLIT": "Split", "DATA": "Data",
             "EUCLIDEAN_LOSS": "EuclideanLoss", "ACCURACY": "Accuracy", "PYTHON": "Python",
-            "MEMORY_DATA": "MemoryData", "IMAGE_DATA": "ImageData", "HDF5_DATA": "HDF5Data"}
+            "MEMORY_DATA": "MemoryData", "IMAGE_DATA": "ImageData", "HDF5_DATA": "HDF5Data",
+            "SILENCE": "Silence", "WINDOW_DATA": "WindowData", "DUMMY_DATA": "DummyData"}
 DATA_TYPES = {"Data", "ImageData", "MemoryData", "HDF5Data", "WindowData", "DummyData"}
 ZP = spec_pb2.PoolingParam
 DROPPED = {"Accuracy", "Silence"}     # metrics and sinks: no part of the network's function
+# (fewest, most) bottoms and tops of each layer type zoo maps, as Caffe's own layers check them
+# (ExactNumBottomBlobs, MinTopBlobs, ...); None: no upper bound
+ARITY = {
+    "Input": ((0, 0), (1, None)), "Split": ((1, 1), (1, None)), "Concat": ((1, None), (1, 1)),
+    "Eltwise": ((2, None), (1, 1)), "Scale": ((1, 2), (1, 1)),
+    "LSTM": ((1, 3), (1, 1)),          # Caffe's takes 2 or 3; with 1, op_LSTM says what is missing
+    "SoftmaxWithLoss": ((2, 2), (1, 2)), "EuclideanLoss": ((2, 2), (1, 1)),
+}
+ONE_TO_ONE = ((1, 1), (1, 1))         # every other mapped type
 
 
 def _read_net(path: Path):
@@ -87,29 +104,40 @@ def _read_weights(path: Path) -> dict[str, list[np.ndarray]]:
 
 
 def _layers(net):
-    """(name, type, bottoms, tops, message) for V2 and V1 layers, TEST-phase view."""
+    """(name, type, bottoms, tops, message) for V2 and V1 layers, TEST-phase view; V1 layers
+    are upgraded to V2 messages first, so every layer has every V2 parameter field."""
     from ..converters import caffe_pb2
     items = []
-    for lp in net.layer:
+    for lp in list(net.layer) + [_upgrade_v1(v1) for v1 in net.layers]:
         if any(r.HasField("phase") and r.phase == caffe_pb2.TRAIN for r in lp.include):
             continue
         items.append((lp.name, lp.type, list(lp.bottom), list(lp.top), lp))
-    for lp in net.layers:
-        t = caffe_pb2.V1LayerParameter.LayerType.Name(lp.type)
-        if any(r.HasField("phase") and r.phase == caffe_pb2.TRAIN for r in lp.include):
-            continue
-        items.append((lp.name, V1_TYPES.get(t, t), list(lp.bottom), list(lp.top), lp))
     return items
 
 
-def import_caffe(prototxt: str | Path, out: str | Path, weights: str | Path | None = None, seed: int = 0):
-    from .. import net as N
+def _upgrade_v1(v1):
+    """A V1 `layers { type: CONVOLUTION }` as the V2 LayerParameter Caffe's own upgrade makes:
+    the type as a string, and each parameter message V1 and V2 share copied over."""
+    from ..converters import caffe_pb2
+    t = caffe_pb2.V1LayerParameter.LayerType.Name(v1.type)
+    lp = caffe_pb2.LayerParameter(name=v1.name, type=V1_TYPES.get(t, t), bottom=v1.bottom, top=v1.top,
+                                  include=v1.include, exclude=v1.exclude)
+    v2_fields = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+    for field, value in v1.ListFields():
+        if field.name.endswith("_param") and field.name in v2_fields and \
+                v2_fields[field.name].message_type is field.message_type:
+            getattr(lp, field.name).CopyFrom(value)
+    return lp
+
+
+def import_caffe(prototxt: str | Path, out: str | Path, weights: str | Path | None = None, seed: int = 0,
+                 name: str | None = None, force: bool = False):
     from .. import weights as W
 
     prototxt = Path(prototxt)
     net = _read_net(prototxt)
     blobs = _read_weights(Path(weights)) if weights else None
-    b = SpecBuilder(net.name or prototxt.stem)
+    b = SpecBuilder(name or net.name or prototxt.stem)
     layers = _layers(net)
     lstms = [lp for _, type_, _, _, lp in layers if type_ == "LSTM"]
     m = _Mapper(b, blobs, time_major=bool(lstms), conts={lp.bottom[1] for lp in lstms if len(lp.bottom) > 1})
@@ -117,9 +145,21 @@ def import_caffe(prototxt: str | Path, out: str | Path, weights: str | Path | No
     m.run(layers)
     b.refuse_if_unsupported(str(prototxt))
     if blobs is None:    # no .caffemodel: seeded weights for the imported spec
-        spec_net = N.Net(b.spec)
+        spec_net = check_net(b.spec, prototxt)
+        _check_seeded_size(spec_net, prototxt)
         b.weights = W.make(spec_net, seed)
-    return write(b, Path(out), lambda spec: N.Net(spec))
+        b.notes.append(f"no .caffemodel given: {b.spec.name}.npz holds random weights made from seed "
+                       f"{seed}, not trained values (--weights MODEL.caffemodel imports the model's own)")
+    return write(b, Path(out), prototxt, force)
+
+
+def _check_seeded_size(net, source: Path) -> None:
+    sizes = [math.prod(ws.shape) for ws in net.weight_specs().values()] or [0]
+    need = 4 * sum(sizes) + 8 * max(sizes)
+    if need > MAX_SEEDED_BYTES:
+        raise ImportRefused(f"{source}: no .caffemodel given, and seeded weights for its {sum(sizes):,} "
+                            f"parameters would take {need / 2**30:.1f} GiB of memory, over the import "
+                            f"limit of {MAX_SEEDED_BYTES / 2**30:g} GiB (give --weights MODEL.caffemodel)")
 
 
 CONT = object()      # stands for an LSTM `cont` input (dropped, see the module docstring)
@@ -147,6 +187,9 @@ class _Mapper:
             self._input(name, shape)
 
     def _input(self, name: str, shape: list[int]):
+        if len(shape) > MAX_BLOB_AXES:
+            self.b.problems.append(f"input {name!r} has {len(shape)} axes; a Caffe blob has at most {MAX_BLOB_AXES}")
+            return
         if name in self.conts:
             self.cur[name] = CONT
             return
@@ -189,6 +232,9 @@ class _Mapper:
             if type_ != "LSTM" and CONT in xs:
                 self.b.problems.append(f"layer {name!r}: uses an LSTM's `cont` input, which zoo drops")
                 continue
+            if (why := _arity(type_, bottoms, tops)) is not None:
+                self.b.problems.append(f"layer {name!r} ({type_}): {why}")
+                continue
             try:
                 fn(name, xs, tops, lp)
             except _Skip as e:
@@ -202,6 +248,8 @@ class _Mapper:
         return spec_name
 
     def op_Input(self, name, xs, tops, lp):
+        if not lp.input_param.shape:
+            raise _Skip("no input_param shape")
         for i, t in enumerate(tops):
             shape = lp.input_param.shape[min(i, len(lp.input_param.shape) - 1)].dim
             self._input(t, list(shape))
@@ -239,6 +287,8 @@ class _Mapper:
                          inner_product_param={
             "num_output": int(p.num_output), "bias_term": bool(p.bias_term)})
         ws = self.w(name, 2 if p.bias_term else 1)
+        if ws and (p.num_output <= 0 or ws[0].size % p.num_output):
+            raise _Skip(f"weight blob {list(ws[0].shape)} does not fit num_output {p.num_output}")
         if ws:
             self.b.weight(spec, "weight", ws[0].reshape(int(p.num_output), -1))
             if p.bias_term:
@@ -289,6 +339,8 @@ class _Mapper:
     def _axis(self, x: str, axis: int) -> int:
         """A Caffe axis in zoo's batch-first order (axes 0 and 1 swap in time-major nets)."""
         rank = self.rank.get(x, 4)
+        if rank == 0:
+            raise _Skip("an axis of a scalar (a loss)")
         axis = axis % rank
         return (1 - axis) if self.time_major and rank in (2, 3) and axis < 2 else axis
 
@@ -332,6 +384,8 @@ class _Mapper:
                          batch_norm_param={"eps": float(lp.batch_norm_param.eps), "scale_bias": False})
         ws = self.w(name, 3)
         c = None
+        if ws and ws[2].size != 1:
+            raise _Skip(f"the scale-factor blob has {ws[2].size} values, not 1")
         if ws:
             factor = float(ws[2].reshape(-1)[0])
             factor = 1.0 / factor if factor != 0 else 0.0
@@ -346,6 +400,8 @@ class _Mapper:
             raise _Skip("Scale that does not follow a BatchNorm")
         if not lp.scale_param.bias_term:
             raise _Skip("Scale without bias after BatchNorm")
+        if len(xs) > 1:
+            raise _Skip("Scale by a second bottom (not learned parameters)")
         bn = next(l for l in self.b.spec.layer if l.top[0] == x)
         bn.batch_norm_param.scale_bias = True
         ws = self.w(name, 2)
@@ -379,6 +435,10 @@ class _Mapper:
             raise _Skip("LSTM input is not (T, N, C)")
         spec = self._out(name, "LSTM", xs[:1], tops, 3, lstm_param={"num_output": int(p.num_output)})
         ws = self.w(name, 3)
+        h = int(p.num_output)
+        if ws and (ws[0].ndim != 2 or ws[0].shape[0] != 4 * h or ws[1].size != 4 * h or ws[2].shape != (4 * h, h)):
+            raise _Skip(f"blobs {[list(w.shape) for w in ws[:3]]} are not W_xc (4H, C), b_c (4H), "
+                        f"W_hc (4H, H) for H = {h}")
         if ws:      # W_xc (4H, C), b_c (4H), W_hc (4H, H)
             self.b.weight(spec, "weight_ih", lstm_gates_from_caffe(ws[0]))
             self.b.weight(spec, "bias", lstm_gates_from_caffe(ws[1].reshape(-1)))
@@ -397,6 +457,15 @@ class _Mapper:
 
 class _Skip(Exception):
     pass
+
+
+def _arity(type_: str, bottoms: list[str], tops: list[str]) -> str | None:
+    """Why the layer's bottom or top count is not one Caffe's layer takes, or None."""
+    for what, have, (least, most) in zip(("bottom", "top"), (bottoms, tops), ARITY.get(type_, ONE_TO_ONE)):
+        if len(have) < least or (most is not None and len(have) > most):
+            want = f"{least}" if least == most else f"{least} or more" if most is None else f"{least} to {most}"
+            return f"has {len(have)} {what}s, takes {want}"
+    return None
 
 
 __all__ = ["import_caffe"]

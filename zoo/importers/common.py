@@ -3,16 +3,23 @@
 An importer turns a foreign model into (NetSpec, weights). Nothing is written until the
 whole model has been understood: unsupported operators are collected, counted and refused
 together, before any output exists; the output folder is written to a temporary name and
-renamed when complete. zoo chooses every file name it writes (never a name from the input).
+renamed when complete, with an import.json listing what it wrote (so that --force replaces
+only a folder an import wrote, unchanged). zoo chooses every file name it writes (never a name
+from the input). Folders and files are made under the user's umask; a full disk is one line
+(NoSpace, exit 2) and leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
 import tempfile
+import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +27,12 @@ import numpy as np
 from .. import spec as S
 from .. import spec_pb2
 from .. import weights as W
-from ..errors import ImportRefused
+from ..cache import is_no_space, no_space
+from ..errors import ImportRefused, SpecError, UsageError
 
 MAX_MODEL_BYTES = 4 * 2**30
+MANIFEST = "import.json"      # what zoo wrote in an import folder: --force replaces only that
+SPACE_MARGIN = 1 << 20        # the spec, the manifest, the zip's directory
 
 
 def check_file(path: Path, limit: int = MAX_MODEL_BYTES) -> bytes:
@@ -42,6 +52,7 @@ class SpecBuilder:
 
     def __init__(self, name: str):
         self.spec = spec_pb2.NetSpec(name=sanitize(name) or "imported")
+        self.notes: list[str] = []     # what the user should know about the result
         self.weights: dict[str, np.ndarray] = {}
         self.used: set[str] = set()
         self.unsupported: Counter = Counter()
@@ -88,25 +99,162 @@ def sanitize(name: str) -> str:
     return s[:120]
 
 
-def write(builder: SpecBuilder, out: Path, net_check) -> Path:
-    """Validate, then write OUT/NAME.prototxt and OUT/NAME.npz atomically."""
+def spec_name(name: str) -> str:
+    """`--name`: used as given (it names the files NAME.prototxt and NAME.npz), if it is one."""
+    from ..net import NAME_RE, NAME_RULE
+    if not NAME_RE.match(name):
+        raise UsageError(f"--name {name!r}: a spec name is {NAME_RULE}")
+    return name
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What `zoo import` wrote. It is path-like (the spec's path), so it can be passed on to
+    zoo.load / verify as it is; `notes` are what the user should be told (e.g. that the
+    weights were made from a seed because none were given)."""
+
+    spec: Path
+    weights: Path
+    notes: tuple[str, ...] = ()
+
+    def __fspath__(self) -> str:
+        return str(self.spec)
+
+    def __str__(self) -> str:
+        return str(self.spec)
+
+
+def write(builder: SpecBuilder, out: Path, source: Path, force: bool = False) -> ImportResult:
+    """Validate, then write OUT/NAME.prototxt, OUT/NAME.npz and OUT/import.json: to a
+    temporary folder beside OUT, swapped in when complete. An existing OUT is replaced only
+    with `force` and only if it holds exactly what an earlier import wrote there."""
     spec = builder.spec
     fname = spec.name
     spec.weights = f"{fname}.npz"
-    net = net_check(spec)                 # raises SpecError if the import made nonsense
-    W.check(builder.weights, net, f"{fname}.npz")
+    net = check_net(spec, source)
+    try:
+        W.check(builder.weights, net, f"{fname}.npz")
+    except SpecError as e:
+        raise ImportRefused(_refusal(source, e)) from None
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and any(out.iterdir()):
-        raise ImportRefused(f"{out} exists and is not empty")
+    _check_target(out, force)
+    needed = sum(a.nbytes for a in builder.weights.values()) + SPACE_MARGIN
+    try:
+        _make_parent(out)
+        if (free := shutil.disk_usage(out.parent).free) < needed:
+            raise no_space(out.parent, needed, free)
+        _write_folder(builder, out, source)
+    except OSError as e:
+        if is_no_space(e):                # the temporary folder is gone already
+            raise no_space(out.parent, needed) from None
+        raise ImportRefused(f"cannot write {out}: {e.strerror or e}") from None
+    return ImportResult(out / f"{fname}.prototxt", out / f"{fname}.npz", tuple(builder.notes))
+
+
+def _make_parent(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if is_no_space(e):
+            raise
+        blocker = next((p for p in out.parents if os.path.lexists(p)), None)
+        if blocker is not None and not blocker.is_dir():
+            raise ImportRefused(f"cannot make {out}: {blocker} is a file, not a folder") from None
+        raise ImportRefused(f"cannot make the folder {out.parent}: {e.strerror or e}") from None
+
+
+def check_net(spec, source: Path):
+    """The imported spec as a Net, or a refusal naming the model file (and the layer) when the
+    import made an invalid network of it."""
+    from ..net import Net
+    try:
+        return Net(spec)
+    except SpecError as e:
+        raise ImportRefused(_refusal(source, e)) from None
+
+
+def _refusal(source: Path, e: SpecError) -> str:
+    """A SpecError about the imported spec, told about the model file it came from."""
+    who = f"layer '{e.layer}'" + (f" ({e.layer_type})" if e.layer_type else "") + ": " if e.layer else ""
+    return f"{source}: cannot import: {who}{e.message}; nothing was written"
+
+
+def _write_folder(builder: SpecBuilder, out: Path, source: Path) -> None:
+    fname = builder.spec.name
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        (tmp / f"{fname}.prototxt").write_text(S.to_prototxt(spec))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the import is an ordinary folder
+        (tmp / f"{fname}.prototxt").write_text(S.to_prototxt(builder.spec))
         W.save(builder.weights, tmp / f"{fname}.npz")
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        (tmp / MANIFEST).write_text(json.dumps({
+            "zoo_import": 1, "source": str(source), "files": files,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
+        _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out / f"{fname}.prototxt"
+
+
+def _check_target(out: Path, force: bool) -> None:
+    """Refuse an OUT that exists and is not empty, unless `force` and zoo wrote all of it."""
+    if out.is_symlink() or (os.path.lexists(out) and not out.is_dir()):
+        raise ImportRefused(f"{out} exists and is not a folder; zoo will not replace it")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    why = _not_ours(out)
+    if why:
+        raise ImportRefused(f"{out} exists and is not empty ({why}); zoo replaces only a folder an "
+                            "earlier `zoo import` wrote: choose another --out")
+    if not force:
+        raise ImportRefused(f"{out} exists and is not empty (an earlier import); --force replaces it")
+
+
+def _not_ours(out: Path) -> str | None:
+    """Why OUT is not exactly what an earlier import wrote there, or None if it is."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        files = dict(manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no readable {MANIFEST} of zoo's"
+    found = {p.name for p in out.iterdir()}
+    extra = sorted(found - set(files) - {MANIFEST})
+    if extra:
+        return f"it holds files zoo did not write: {', '.join(extra[:3])}"
+    for name, digest in files.items():
+        p = out / name
+        if p.is_symlink() or not p.is_file() or _sha256(p) != digest:
+            return f"{name} was changed since zoo wrote it"
+    return None
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if not any(out.iterdir()):            # an empty folder the user made for the import
+        out.rmdir()
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

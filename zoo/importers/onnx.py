@@ -5,18 +5,21 @@ protobuf parse errors (deep nesting included) are refusals; external data must n
 relative path inside the model's folder (no absolute path, no "..", no symbolic or hard
 link), with offset and length inside that file, and only the keys ONNX defines.
 
-Then constant subgraphs (Constant, Shape of static shapes, Gather/Concat/Unsqueeze/... on
+Every node zoo interprets is then checked against its operator's schema at the model's opset
+(input and output counts, required attributes, attribute types), names must be UTF-8, and
+nodes of other domains are never taken for ONNX's. Then constant subgraphs (Constant, Shape of static shapes, Gather/Concat/Unsqueeze/... on
 constants) are folded with ONNX's reference evaluator, and every remaining node is mapped
 to a spec layer. Patterns that are one spec layer in several ONNX nodes are recognised:
 Transpose(1,0,2) + LSTM + Squeeze + Transpose(1,0,2) (a batch-first LSTM), MatMul + Add (an
 InnerProduct), Mul by a scalar into Sum (Eltwise coefficients), BatchNormalization followed
 by a per-channel Mul/Add (folded into its scale and shift), and the explicit end padding zoo
 writes for CEIL pooling. Unsupported operators are listed by name and count; nothing is
-written unless everything maps.
+written unless everything maps. The graph's output names become the spec's blob names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import Counter
@@ -28,7 +31,7 @@ from .. import spec_pb2
 from ..errors import ImportRefused
 from ..files import open_regular, read_at_most
 from ..layers.pooling import pool_out
-from .common import SpecBuilder, check_file
+from .common import SpecBuilder, check_file, sanitize, write
 
 PP, EW = spec_pb2.PoolingParam, spec_pb2.EltwiseParam
 EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
@@ -48,8 +51,34 @@ def _load(path: Path):
         model.ParseFromString(data)
     except (DecodeError, RecursionError, ValueError) as e:
         raise ImportRefused(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
-    _load_external(model, path.parent)
+    _check_text(model, path)
+    with _naming(path):
+        _load_external(model, path.parent)
     return model
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """Refusals from the steps that do not know the file's name get it in front."""
+    try:
+        yield
+    except ImportRefused as e:
+        raise ImportRefused(f"{path}: {e}") from None
+
+
+def _check_text(model, path: Path) -> None:
+    """Every name zoo reads is text: ONNX's string fields are not checked for UTF-8 when parsed,
+    and protobuf returns the bytes of an invalid one."""
+    g = model.graph
+    tensors = list(g.initializer) + [a.t for n in g.node for a in n.attribute if a.HasField("t")]
+    texts = [g.name, *(o.domain for o in model.opset_import),
+             *(v.name for v in list(g.input) + list(g.output) + list(g.value_info)),
+             *(t.name for t in tensors), *(x for t in tensors for e in t.external_data for x in (e.key, e.value))]
+    for n in g.node:
+        texts += [n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)]
+    bad = next((t for t in texts if not isinstance(t, str)), None)
+    if bad is not None:
+        raise ImportRefused(f"{path}: a name in the model is not valid UTF-8 text ({bytes(bad)[:40]!r})")
 
 
 def _load_external(model, base: Path) -> None:
@@ -135,7 +164,10 @@ def _fold_constants(model, batch: int):
         dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
         shapes[vi.name] = dims
     const = {}
+    known_types = onnx.helper.get_all_tensor_dtypes()
     for t in model.graph.initializer:
+        if t.data_type not in known_types:
+            raise ImportRefused(f"initializer {t.name!r}: data type {t.data_type} is not an ONNX tensor type")
         try:
             const[t.name] = numpy_helper.to_array(t)
         except (ValueError, TypeError) as e:
@@ -169,7 +201,7 @@ class _Budget:
 
     def spend(self, node, n: int) -> None:
         if n > self.left:
-            raise ImportRefused(f"{node.op_type} node {node.name or node.output[0]!r}: folding it would "
+            raise ImportRefused(f"{node.op_type} node {_label(node)}: folding it would "
                                 f"make {n} elements, over the limit of {self.limit} for constants "
                                 "(twice the model's weights, at least 2**24)")
         self.left -= n
@@ -225,7 +257,7 @@ def _fold(node, const: dict, budget: _Budget, model) -> bool:
     except Exception:  # noqa: BLE001 - not foldable after all: map it instead
         return False
     if sum(v.size for v in values) > n:
-        raise ImportRefused(f"{node.op_type} node {node.name or node.output[0]!r}: folded to more "
+        raise ImportRefused(f"{node.op_type} node {_label(node)}: folded to more "
                             f"elements than its inputs allow")
     const.update(zip(node.output, values))
     return True
@@ -279,22 +311,62 @@ def _broadcast(*shapes) -> list[int] | None:
     return out
 
 
-def import_onnx(path: str | Path, out: str | Path, batch: int = 1):
-    from .. import net as N
-    from .common import write
-
+def import_onnx(path: str | Path, out: str | Path, batch: int = 1, name: str | None = None,
+                force: bool = False):
     path = Path(path)
     model = _load(path)
-    const, nodes, shapes = _fold_constants(model, batch)
-    b = SpecBuilder(model.graph.name or path.stem)
-    _Mapper(b, const, nodes, shapes, model).run()
+    opset = _check_nodes(model, path)
+    with _naming(path):
+        const, nodes, shapes = _fold_constants(model, batch)
+    b = SpecBuilder(name or model.graph.name or path.stem)
+    m = _Mapper(b, const, nodes, shapes, model, opset)
+    m.run()
     b.refuse_if_unsupported(str(path))
-    return write(b, Path(out), lambda spec: N.Net(spec))
+    m.name_outputs()
+    return write(b, Path(out), path, force)
+
+
+def _label(node) -> str:
+    """How a node is named in messages: its name, else its first output."""
+    if node.name or node.output:
+        return repr(node.name or node.output[0])
+    return "(unnamed, no outputs)"
+
+
+def _check_nodes(model, path: Path) -> int:
+    """The model's ONNX operator set version, after checking every node zoo interprets (folds
+    or maps) against its operator's schema at that version: input and output counts, required
+    inputs present, attribute names and types. The code after this can rely on them."""
+    import onnx
+    from onnx import checker
+
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    opset = opsets.get("ai.onnx")
+    if opset is None or opset < 1:
+        raise ImportRefused(f"{path}: the model names no ONNX operator set version (opset_import)")
+    ctx = checker.C.CheckerContext()
+    ctx.ir_version = model.ir_version if model.ir_version > 0 else onnx.IR_VERSION
+    ctx.opset_imports = {("" if d == "ai.onnx" else d): v for d, v in opsets.items()}
+    for node in model.graph.node:
+        if not _is_onnx_domain(node) or not (node.op_type in FOLDABLE or hasattr(_Mapper, f"op_{node.op_type}")):
+            continue                  # not interpreted: listed as unsupported by the mapper
+        try:
+            checker.check_node(node, ctx)
+        except checker.ValidationError as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ImportRefused(f"{path}: {node.op_type} node {_label(node)}: not a valid {node.op_type} "
+                                f"of opset {opset}: {msg}") from None
+    return opset
+
+
+def _is_onnx_domain(node) -> bool:
+    return node.domain in ("", "ai.onnx")
 
 
 class _Mapper:
-    def __init__(self, b: SpecBuilder, const, nodes, shapes, model):
+    def __init__(self, b: SpecBuilder, const, nodes, shapes, model, opset: int):
         self.b, self.const, self.nodes, self.shapes, self.model = b, const, nodes, shapes, model
+        self.opset = opset
         self.blob = {}          # ONNX value -> spec blob
         self.tm = {}            # ONNX value -> spec blob it is the (T, N, ...) transpose of
         self.lstm_y = {}        # LSTM Y output (T, 1, N, H) -> spec LSTM blob
@@ -320,17 +392,34 @@ class _Mapper:
                 lp.input_param.dtype = spec_pb2.InputParam.INT64
             self.blob[inp.name] = name
         for node in self.nodes:
-            fn = getattr(self, f"op_{node.op_type}", None)
+            fn = getattr(self, f"op_{node.op_type}", None) if _is_onnx_domain(node) else None
             if fn is None:
-                self.b.unsupported[node.op_type] += 1
+                self.b.unsupported[node.op_type if _is_onnx_domain(node) else f"{node.domain}.{node.op_type}"] += 1
                 continue
             try:
                 fn(node, _attrs(node))
             except _Skip as e:
-                self.b.problems.append(f"{node.op_type} node {node.name or node.output[0]!r}: {e}")
+                self.b.problems.append(f"{node.op_type} node {_label(node)}: {e}")
         for o in self.model.graph.output:
             if o.name not in self.blob and not self.b.unsupported and not self.b.problems:
                 self.b.problems.append(f"output {o.name!r} is not computed by a supported layer")
+
+    def name_outputs(self) -> None:
+        """The graph's outputs keep their ONNX names: the layer that computes one is named
+        after it (so its blob is; a layer's top is its name, as everywhere in zoo)."""
+        renamed = {}
+        for o in self.model.graph.output:
+            blob, new = self.blob.get(o.name), sanitize(o.name)
+            lp = next((l for l in self.b.spec.layer if l.name == blob and l.type != "Input"), None)
+            if lp is None or blob in renamed or not new or new in self.b.used:
+                continue
+            self.b.used.add(new)
+            renamed[blob] = lp.name = new
+            for key in [k for k in self.b.weights if k.rsplit(".", 1)[0] == blob]:
+                self.b.weights[f"{new}.{key.rsplit('.', 1)[1]}"] = self.b.weights.pop(key)
+        for lp in self.b.spec.layer:
+            lp.top[:] = [renamed.get(t, t) for t in lp.top]
+            lp.bottom[:] = [renamed.get(t, t) for t in lp.bottom]
 
     # --- helpers ------------------------------------------------------------------------
     def x(self, name: str) -> str:
@@ -343,10 +432,33 @@ class _Mapper:
         raise _Skip(f"input {name!r} is not computed by a supported layer")
 
     def c(self, name: str):
-        return self.const.get(name)
+        """The constant value `name` (None if it is not one); only real numbers are values a
+        layer can take (not strings, complex numbers or objects)."""
+        v = self.const.get(name)
+        if v is not None and np.asarray(v).dtype.kind not in "biuf":
+            raise _Skip(f"constant {name!r} is of type {np.asarray(v).dtype}, not a real number")
+        return v
+
+    def c_ints(self, name: str, what: str) -> list[int] | None:
+        """A constant 1-D integer tensor (a shape, axes) as a list; None if not constant."""
+        v = self.c(name)
+        if v is None:
+            return None
+        v = np.asarray(v)
+        if v.ndim != 1 or v.dtype.kind not in "iu":
+            raise _Skip(f"{what} {name!r} is a {v.dtype} tensor of shape {list(v.shape)}, not a 1-D integer one")
+        return [int(d) for d in v]
+
+    def c_scalar(self, name: str, what: str) -> float | None:
+        v = self.c(name)
+        if v is None:
+            return None
+        if np.asarray(v).size != 1:
+            raise _Skip(f"{what} {name!r} has {np.asarray(v).size} values, not 1")
+        return float(np.asarray(v).reshape(()))
 
     def out(self, node, type_: str, bottoms: list[str], **params) -> str:
-        name = self.b.unique(node.name or node.output[0])
+        name = self.b.unique(node.name or node.output[0])     # outputs: checked by _check_nodes
         self.b.layer(name, type_, bottoms, **params)
         self.blob[node.output[0]] = name
         return name
@@ -363,7 +475,7 @@ class _Mapper:
     def op_Dropout(self, node, a):
         ratio = a.get("ratio", 0.5)
         if len(node.input) > 1 and node.input[1] and self.c(node.input[1]) is not None:
-            ratio = float(self.c(node.input[1]))
+            ratio = self.c_scalar(node.input[1], "ratio")
         self.out(node, "Dropout", [self.x(node.input[0])], dropout_param={"dropout_ratio": float(ratio)})
 
     def op_Relu(self, node, a):
@@ -376,6 +488,13 @@ class _Mapper:
         self.out(node, "TanH", [self.x(node.input[0])])
 
     def op_Softmax(self, node, a):
+        if self.opset < 13:
+            # before opset 13 Softmax normalises over all axes from `axis` on (default 1) at
+            # once: one spec Softmax only when that is the last axis
+            axis, rank = int(a.get("axis", 1)), len(self.shapes.get(node.input[0]) or [])
+            if not rank or axis % rank != rank - 1:
+                raise _Skip(f"Softmax of opset {self.opset} over axes {axis}.. of a rank-{rank or '?'} "
+                            "tensor (zoo's is over one axis)")
         self.out(node, "Softmax", [self.x(node.input[0])], softmax_param={"axis": int(a.get("axis", -1))})
 
     def op_LRN(self, node, a):
@@ -389,10 +508,9 @@ class _Mapper:
         self.out(node, "Flatten", [self.x(node.input[0])], flatten_param={"axis": 1})
 
     def op_Reshape(self, node, a):
-        shape = self.c(node.input[1])
+        shape = self.c_ints(node.input[1], "shape")
         if shape is None:
             raise _Skip("Reshape to a shape not known at import time")
-        shape = [int(v) for v in shape]
         if a.get("allowzero", 0) and 0 in shape:
             raise _Skip("Reshape with allowzero")
         in_shape = self.shapes.get(node.input[0]) or []
@@ -450,6 +568,7 @@ class _Mapper:
             return
         ch = self._per_channel(k, blob)
         if blob in self.bn and ch is not None and self.consumers[x_name] == 1:
+            self._check_channels(ch, blob)
             self.b.weights[f"{self.bn[blob]}.beta"] = (self.b.weights[f"{self.bn[blob]}.beta"] + ch).astype(np.float32)
             self.blob[node.output[0]] = blob
             self.bn[blob] = self.bn[blob]
@@ -469,12 +588,18 @@ class _Mapper:
         blob = self.x(x_name)
         ch = self._per_channel(k, blob)
         if blob in self.bn and ch is not None and self.consumers[x_name] == 1:
+            self._check_channels(ch, blob)
             ln = self.bn[blob]
             self.b.weights[f"{ln}.gamma"] = (self.b.weights[f"{ln}.gamma"] * ch).astype(np.float32)
             self.b.weights[f"{ln}.beta"] = (self.b.weights[f"{ln}.beta"] * ch).astype(np.float32)
             self.blob[node.output[0]] = blob
             return
         raise _Skip("Mul by a constant that is neither a scalar in a Sum nor a BatchNorm scale")
+
+    def _check_channels(self, ch: np.ndarray, blob: str) -> None:
+        c = self.b.weights[f"{self.bn[blob]}.gamma"].size
+        if ch.size not in (1, c):
+            raise _Skip(f"a per-channel constant of {ch.size} values after a BatchNorm of {c} channels")
 
     def _layer(self, blob: str):
         for lp in self.b.spec.layer:
@@ -486,15 +611,18 @@ class _Mapper:
         if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
             raise _Skip("Gemm with transA, alpha or beta")
         w = self.c(node.input[1])
-        if w is None:
-            raise _Skip("Gemm with a non-constant weight")
+        if w is None or np.ndim(w) != 2:
+            raise _Skip("Gemm with a non-constant or non-2-D weight")
         w = w if a.get("transB", 0) else w.T
         bias = self.c(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if bias is not None and (np.shape(bias)[-1:] not in ((), (1,), (w.shape[0],)) or
+                                 np.size(bias) not in (1, w.shape[0])):
+            raise _Skip(f"Gemm bias of shape {list(np.shape(bias))} is not one per output ({w.shape[0]})")
         name = self.out(node, "InnerProduct", [self.x(node.input[0])], inner_product_param={
             "num_output": int(w.shape[0]), "bias_term": bias is not None})
         self.b.weight(name, "weight", w)
         if bias is not None:
-            self.b.weight(name, "bias", np.broadcast_to(bias, (w.shape[0],)))
+            self.b.weight(name, "bias", np.broadcast_to(np.reshape(bias, -1), (w.shape[0],)))
 
     def op_MatMul(self, node, a):
         w = self.c(node.input[1])
@@ -510,6 +638,8 @@ class _Mapper:
             raise _Skip("Conv needs a constant square 2-D kernel")
         pads = list(a.get("pads", [0, 0, 0, 0]))
         strides, dil = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
+        if (len(pads), len(strides), len(dil)) != (4, 2, 2):
+            raise _Skip(f"Conv attributes of the wrong length for a 2-D kernel ({pads}, {strides}, {dil})")
         if len(set(pads)) != 1 or strides[0] != strides[1] or dil[0] != dil[1] or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
             raise _Skip(f"Conv with asymmetric or automatic padding, or unequal strides ({pads}, {strides})")
         bias = self.c(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -525,6 +655,8 @@ class _Mapper:
         k = list(a["kernel_shape"])
         s = list(a.get("strides", [1, 1]))
         pads = list(a.get("pads", [0, 0, 0, 0]))
+        if (len(k), len(s), len(pads)) != (2, 2, 4):
+            raise _Skip(f"pooling attributes of the wrong length for 2-D pooling ({k}, {s}, {pads})")
         if k[0] != k[1] or s[0] != s[1] or a.get("dilations", [1, 1]) != [1, 1]:
             raise _Skip("pooling with a non-square kernel, unequal strides or dilation")
         if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
@@ -568,6 +700,10 @@ class _Mapper:
         scale, shift, mean, var = (self.c(i) for i in node.input[1:5])
         if any(v is None for v in (scale, shift, mean, var)):
             raise _Skip("BatchNormalization with non-constant parameters")
+        if not a.get("spatial", 1) or a.get("training_mode", 0):
+            raise _Skip("BatchNormalization per element (spatial 0) or in training mode")
+        if len({np.size(v) for v in (scale, shift, mean, var)}) != 1 or any(np.ndim(v) != 1 for v in (scale, shift, mean, var)):
+            raise _Skip(f"BatchNormalization parameters of shapes {[list(np.shape(v)) for v in (scale, shift, mean, var)]}")
         name = self.out(node, "BatchNorm", [self.x(node.input[0])],
                         batch_norm_param={"eps": float(a.get("epsilon", 1e-5))})
         for key, v in (("gamma", scale), ("beta", shift), ("running_mean", mean), ("running_var", var)):
@@ -596,8 +732,8 @@ class _Mapper:
 
     def op_Squeeze(self, node, a):
         axes = a.get("axes")
-        if axes is None and len(node.input) > 1:
-            axes = [int(v) for v in self.c(node.input[1])]
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.c_ints(node.input[1], "axes")
         if node.input[0] in self.lstm_y and list(axes or []) == [1]:
             self.tm[node.output[0]] = self.lstm_y[node.input[0]]
             return
@@ -620,7 +756,13 @@ class _Mapper:
             raise _Skip("LSTM with sequence_lens")
         if w is None or r is None:
             raise _Skip("LSTM with non-constant weights")
-        h = int(a["hidden_size"])
+        h = int(a.get("hidden_size", r.shape[-1] if r.ndim == 3 else 0))
+        c_in = w.shape[-1] if w.ndim == 3 else 0
+        if h <= 0 or w.shape != (1, 4 * h, c_in) or r.shape != (1, 4 * h, h) or \
+                bias is not None and bias.shape != (1, 8 * h):
+            raise _Skip(f"LSTM weights W {list(w.shape)}, R {list(r.shape)}, B "
+                        f"{None if bias is None else list(bias.shape)} are not (1, 4H, C), (1, 4H, H), "
+                        f"(1, 8H) for hidden_size {h}")
         name = self.b.unique(node.name or node.output[0])
         self.b.layer(name, "LSTM", [self.tm[node.input[0]]], lstm_param={"num_output": h})
         b = np.zeros(8 * h, np.float32) if bias is None else bias.reshape(-1)
