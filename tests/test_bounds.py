@@ -356,3 +356,13 @@ def test_name_rule_accepts_mixed_case_and_states_the_rule():
     assert zoo.net.from_text(text).name == "LeNet28"    # importers keep a model's own name
     with pytest.raises(SpecError, match="a letter or digit, then letters, digits"):
         zoo.net.from_text(text.replace("LeNet28", "Le Net"))
+
+
+def test_a_blob_with_thousands_of_huge_axes_is_refused_in_one_line():
+    """Its element count has more digits than Python prints (ValueError): the message must
+    not try to."""
+    dims = ", ".join(["1000000"] * 2000)
+    text = (f'name: "x"\nlayer {{ name: "d" type: "Input" input_param {{ shape: [1, {dims}] }} }}\n'
+            'layer { name: "r" type: "ReLU" bottom: "d" }\n')
+    with pytest.raises(SpecError, match="2001 axes"):
+        zoo.from_text(text, file="huge.prototxt")

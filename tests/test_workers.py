@@ -292,3 +292,51 @@ def test_the_idle_child_of_a_sigkilled_zoo_exits(idle_pool, tmp):
     while group(child):
         assert time.monotonic() < deadline, "the idle engine child outlived a SIGKILLed zoo"
         time.sleep(0.1)
+
+
+def test_a_pool_gives_a_job_without_threads_its_share_and_one_with_threads_its_own(builds, cases, tmp):
+    """zoo/cases.py's pool gives each child its share of the cores (`threads`); a job that
+    names a thread count (bench's --threads) gets a child with exactly that."""
+    job, inputs = forward_job(builds, cases, "linreg", "onnx")
+    with isolation.WorkerPool(jobs=1, threads=1) as pool:
+        assert pool.worker("onnx") is pool.worker("onnx", 1)
+        shared = pool.run("onnx", "forward", job, inputs, timeout=120)
+        own = pool.run("onnx", "forward", job, inputs, threads=2, timeout=120)
+        pids = {pool.worker("onnx", 1).pid, pool.worker("onnx", 2).pid}
+    assert_matches_reference(shared, cases, "linreg")
+    assert_matches_reference(own, cases, "linreg")
+    assert (shared.result["threads"], own.result["threads"]) == (1, 2)
+    assert_nothing_left(pids, tmp)
+
+
+def test_a_child_grown_past_max_rss_is_replaced_before_the_next_job(builds, cases, tmp):
+    job, inputs = forward_job(builds, cases, "linreg", "onnx")
+    pids = set()
+    for max_rss, children in ((1, 2), (1 << 50, 1)):     # every child is past 1 byte
+        with isolation.Worker("onnx", threads=1, max_rss=max_rss) as worker:
+            for _ in range(2):
+                assert_matches_reference(worker.run("forward", job, inputs, timeout=120), cases, "linreg")
+                pids.add(worker.pid)
+            assert worker.started == children
+    assert_nothing_left(pids - {None}, tmp)
+
+
+def test_routed_to_sends_run_to_the_pool_in_its_context_only(builds, cases, tmp):
+    job, inputs = forward_job(builds, cases, "linreg", "onnx")
+    with isolation.WorkerPool(jobs=1) as pool:
+        with isolation.routed_to(pool):
+            for _ in range(2):
+                assert_matches_reference(isolation.run("onnx", "forward", job, inputs, timeout=120),
+                                         cases, "linreg")
+            # another thread runs in its own context: one-shot, unless given a copy of this one
+            other = []
+            t = threading.Thread(target=lambda: other.append(isolation._routing.get()))
+            t.start()
+            t.join()
+            assert other == [None]
+        worker = pool.worker("onnx")
+        assert worker.started == 1 and worker.pid is not None    # both jobs, one child
+        assert isolation.run("onnx", "forward", job, inputs, timeout=120).ok   # one-shot again
+        assert worker.started == 1
+        pids = {worker.pid}
+    assert_nothing_left(pids, tmp)

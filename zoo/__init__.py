@@ -154,14 +154,17 @@ def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None
 
 
 def import_model(path: str | Path, out: str | Path, weights: str | Path | None = None,
-                 batch: int = 1) -> Path:
+                 batch: int = 1, name: str | None = None, force: bool = False):
     """Bring an existing model into the zoo: an .onnx file, or a Caffe .prototxt (with its
-    .caffemodel as `weights`), becomes OUT/NAME.prototxt and OUT/NAME.npz in the new folder
-    `out`; returns the spec's path (then `verify([path])`). `batch` fixes a symbolic ONNX
-    batch axis. The model is untrusted input: anything zoo cannot represent exactly raises
-    ImportRefused and nothing is written."""
+    .caffemodel as `weights`), becomes OUT/NAME.prototxt, OUT/NAME.npz and OUT/import.json
+    (what was written, with hashes) in the new folder `out`. `name` renames the spec (default:
+    the model's); `force` replaces `out` only if an earlier import wrote it, unchanged. `batch`
+    fixes a symbolic ONNX batch axis. Returns an ImportResult: path-like (the spec: then
+    `verify([result])`), with .spec, .weights and .notes (e.g. "no weights given: seeded
+    random weights"). The model is untrusted input: anything zoo cannot represent exactly
+    raises ImportRefused and nothing is written."""
     from .importers import import_model as _import_model
-    return _import_model(path, out, weights, batch)
+    return _import_model(path, out, weights, batch, name=name, force=force)
 
 
 def list_engines() -> list[dict]:

@@ -314,9 +314,9 @@ def _free(folder: Path) -> int:
     return shutil.disk_usage(_existing(folder)).free
 
 
-def no_space(folder: Path, needed: int, free: int | None = None) -> NoSpace:
+def no_space(folder: Path, needed: int, free: int | None = None, what: str = "the build") -> NoSpace:
     free = _free(folder) if free is None else free
-    return NoSpace(f"not enough disk space in {folder}: the build needs about {_human(needed)}, "
+    return NoSpace(f"not enough disk space in {folder}: {what} needs about {_human(needed)}, "
                    f"{_human(free)} free (free some space, or `zoo cache prune`/ZOO_CACHE_LIMIT)")
 
 

@@ -12,12 +12,32 @@ A child process's typed result (zoo/isolation.py) becomes a case status in one p
 `settle_child`: unsupported and engine-unavailable are `skipped` with the reason; error,
 timeout and crashed are `error` with the reason. The engine's own declaration of what it
 cannot express (`Engine.unsupported`) is asked before anything is built.
+
+How the cases' children run (`walk`'s `jobs`):
+  ONE_SHOT (0, the default: bench)  a fresh child per job, one case at a time (bench's
+                      repeats measure the spread between processes, and timings must not
+                      overlap). ZOO_ONE_SHOT=1 in the environment forces it whatever `jobs`
+                      says: the old path that benchmarks/verify_speed.py compares against.
+  N >= 1, or None     one zoo.isolation.WorkerPool for the walk: every `isolation.run` made
+                      while a case runs goes to the long-lived Worker of its (engine, threads,
+                      device); the engines' cases run side by side, at most N at once (None:
+                      one per core), and a job that names no thread count gets the child's
+                      share of the cores (isolation.plan_parallelism). While one network's
+                      cases run the next is prepared (at most two are held). A crash, hang or
+                      timeout is still that job's typed result and the child is replaced;
+                      results come back in the same order, and `progress` is called once per
+                      case, from the walk's threads, one call at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import os
+import threading
 import time
+from collections import deque
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
@@ -27,6 +47,9 @@ from .builds import Build, BuildFailed, build, one_off
 from .errors import ZooError
 
 TRAIN = "train"                 # the mode that takes training steps, in verify and in bench
+ONE_SHOT = 0                    # walk's jobs: no pool, a fresh child per job, one case at a time
+ONE_SHOT_VAR = "ZOO_ONE_SHOT"   # "1": every walk takes the ONE_SHOT path (the old path, measured)
+NETWORKS_HELD = 2               # networks prepared at once by a pooled walk: one runs, one waits
 
 P = TypeVar("P")                # what a command prepares once per network
 R = TypeVar("R")                # one case's result, in the command's own form
@@ -125,42 +148,176 @@ def walk(names: list | None, engine_names: list[str] | None, modes: list[str], *
          inference_mode: str,
          threads: list[int | None] = (None,),
          seed: int = 0, timeout: float = 900.0,
-         progress: Callable[[R], None] | None = None) -> list[R]:
+         progress: Callable[[R], None] | None = None,
+         jobs: int | None = ONE_SHOT) -> list[R]:
     """Every case of names (default: the zoo) x engines (default: all) x modes x threads,
-    in that order; `inference_mode` is the mode to suggest for a network without a loss."""
+    in that order; `inference_mode` is the mode to suggest for a network without a loss.
+    jobs: how the children run (the module's docstring); call it from the main thread."""
     engs = [engines.get(e) for e in engine_names] if engine_names else list(engines.ENGINES.values())
+    walk_one = _EngineWalk(engs, modes, threads, run, settle, inference_mode, seed, timeout,
+                           _serialised(progress))
+    networks = names or N.S.zoo_names()
+    if jobs == ONE_SHOT or os.environ.get(ONE_SHOT_VAR) == "1":
+        return _walk_one_at_a_time(networks, prepare, walk_one)
+    jobs, per_child = isolation.plan_parallelism(jobs)
+    with isolation.WorkerPool(jobs, threads=per_child, max_rss=_child_memory_share(len(engs))) as pool, \
+            isolation.routed_to(pool):
+        return _walk_side_by_side(networks, prepare, walk_one, pool)
+
+
+def _load(name) -> N.Net:
+    return name if isinstance(name, N.Net) else N.load(name)
+
+
+def _prepared(net: N.Net, prepare, per_network: contextlib.ExitStack):
+    prepared = prepare(net)
+    if isinstance(prepared, contextlib.AbstractContextManager):   # e.g. verify's oracle build
+        per_network.enter_context(prepared)
+    return prepared
+
+
+def _walk_one_at_a_time(networks, prepare, walk_one) -> list:
     results = []
-    for name in names or N.S.zoo_names():
-        net = name if isinstance(name, N.Net) else N.load(name)
+    for name in networks:
+        net = _load(name)
         with contextlib.ExitStack() as per_network:
-            prepared = prepare(net)
-            if isinstance(prepared, contextlib.AbstractContextManager):   # e.g. verify's oracle build
-                per_network.enter_context(prepared)
-            results += _walk_engines(net, prepared, engs, modes, threads, run, settle,
-                                     inference_mode, seed, timeout, progress)
+            prepared = _prepared(net, prepare, per_network)
+            for eng in walk_one.engs:
+                results += walk_one(net, prepared, eng)
     return results
 
 
-def _walk_engines(net, prepared, engs, modes, threads, run, settle, inference_mode, seed,
-                  timeout, progress) -> list:
-    """One network's cases, engine by engine: each engine's build made once, when needed."""
-    results = []
-    for eng in engs:
-        with _NativeFiles(net, eng.name, seed, timeout) as native:
-            for mode in modes:
-                for t in threads:
+@dataclass
+class _OpenNetwork:
+    """A network whose engines' cases were handed to the walk's threads."""
+    resources: contextlib.ExitStack
+    futures: list[Future] = field(default_factory=list)   # one per engine, in their order
+
+
+def _walk_side_by_side(networks, prepare, walk_one, pool: isolation.WorkerPool) -> list:
+    """Each network's engines as tasks of pool.jobs threads (each in a copy of this context,
+    so that their isolation.run goes to the pool); the next network is prepared here
+    meanwhile. On any failure no new case starts and every child is ended before the held
+    networks' resources (build leases, transient builds) are released."""
+    results: list = []
+    held: deque[_OpenNetwork] = deque()
+    executor = ThreadPoolExecutor(pool.jobs, thread_name_prefix="zoo-walk")
+    try:
+        for name in networks:
+            opened = _open(name, prepare, walk_one, executor, held)
+            held.append(opened)
+            while len(held) >= NETWORKS_HELD:
+                results += _finish(held[0])
+                held.popleft()
+        while held:
+            results += _finish(held[0])
+            held.popleft()
+        return results
+    finally:
+        if held:                                # a failure, or zoo is stopping
+            walk_one.stop.set()
+            for opened in held:
+                for f in opened.futures:
+                    f.cancel()
+            pool.close()                        # jobs in flight end now
+        executor.shutdown(wait=True)
+        for opened in held:
+            opened.resources.close()
+
+
+def _open(name, prepare, walk_one, executor, held) -> _OpenNetwork:
+    """Load and prepare one network and hand its engines to the executor. A network that
+    cannot be loaded or prepared fails where the one-at-a-time walk would: after the cases
+    of the networks before it have run and been reported."""
+    resources = contextlib.ExitStack()
+    try:
+        net = _load(name)
+        prepared = _prepared(net, prepare, resources)
+    except BaseException as e:
+        resources.close()
+        if isinstance(e, Exception):        # not Terminated or Ctrl-C: those stop at once
+            while held:
+                _finish(held[0])
+                held.popleft()
+        raise
+    futures = [executor.submit(contextvars.copy_context().run, walk_one, net, prepared, eng)
+               for eng in walk_one.engs]
+    return _OpenNetwork(resources, futures)
+
+
+def _finish(opened: _OpenNetwork) -> list:
+    """The network's results in the engines' order, once every engine is done (none still
+    uses its resources); then its resources are released. The first exception of an engine
+    is raised at once (the caller stops the others, then releases the resources)."""
+    wait(opened.futures, return_when=FIRST_EXCEPTION)
+    for f in opened.futures:
+        if f.done() and f.exception() is not None:
+            raise f.exception()
+    results = [r for f in opened.futures for r in f.result()]
+    opened.resources.close()
+    return results
+
+
+class _EngineWalk:
+    """One engine's cases of one network, mode by mode and thread count by thread count: its
+    build made once, when first needed. Called from the walk's threads."""
+
+    def __init__(self, engs, modes, threads, run, settle, inference_mode, seed, timeout, progress):
+        self.engs, self.modes, self.threads = engs, modes, threads
+        self.run, self.settle, self.inference_mode = run, settle, inference_mode
+        self.seed, self.timeout, self.progress = seed, timeout, progress
+        self.stop = threading.Event()
+
+    def __call__(self, net: N.Net, prepared, eng: engines.Engine) -> list:
+        try:
+            return self._cases(net, prepared, eng)
+        except BaseException:
+            self.stop.set()     # at once, before this thread takes another engine's cases
+            raise
+
+    def _cases(self, net: N.Net, prepared, eng: engines.Engine) -> list:
+        results = []
+        with _NativeFiles(net, eng.name, self.seed, self.timeout) as native:
+            for mode in self.modes:
+                for t in self.threads:
+                    if self.stop.is_set():
+                        raise ZooError("the walk was stopped")
                     case = Case(net.name, eng.name, mode, t, time.perf_counter())
-                    if (why := skip_reason(net, eng, mode, inference_mode)) is not None:
-                        result = settle(case, prepared, Settled("skipped", why))
-                    elif isinstance(got := native.get(), Settled):
-                        result = settle(case, prepared, got)
-                    else:
-                        result = run(case, prepared, got)
+                    result = self._one(case, net, prepared, eng, native)
                     results.append(result)
-                    if progress:
-                        progress(result)
-    return results
+                    if self.progress:
+                        self.progress(result)
+        return results
+
+    def _one(self, case: Case, net: N.Net, prepared, eng, native: _NativeFiles):
+        if (why := skip_reason(net, eng, case.mode, self.inference_mode)) is not None:
+            return self.settle(case, prepared, Settled("skipped", why))
+        if isinstance(got := native.get(), Settled):
+            return self.settle(case, prepared, got)
+        return self.run(case, prepared, got)
 
 
-__all__ = ["Case", "Settled", "TRAIN", "child_failed", "obtain_build", "settle_child",
-           "skip_reason", "walk"]
+def _serialised(progress: Callable | None) -> Callable | None:
+    """`progress`, called by one thread at a time."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def report(result) -> None:
+        with lock:
+            progress(result)
+    return report
+
+
+def _child_memory_share(children: int) -> int | None:
+    """The resident memory past which a pooled child is replaced: an equal share of the
+    machine's memory among the engines' children kept at once, but at least 2 GiB (an engine
+    and a big network's runner; a job needs what it needs, the cap only ends hoarding)."""
+    total = isolation.memory_bytes()
+    if total is None:
+        return None
+    return max(2 << 30, total // max(1, children))
+
+
+__all__ = ["Case", "ONE_SHOT", "ONE_SHOT_VAR", "Settled", "TRAIN", "child_failed", "obtain_build",
+           "settle_child", "skip_reason", "walk"]

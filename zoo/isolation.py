@@ -7,7 +7,9 @@ DIR/job.json (and DIR/inputs.npz), sends DIR on the child's stdin and waits, wit
 for its one-line answer. The engine's thread, device and log variables are in the child's
 environment (in force before the engine is imported); the child is the leader of its own
 process group. `run` is a one-job Worker (a fresh child per call); `WorkerPool` runs
-several engines' Workers side by side.
+several engines' Workers side by side. Inside `routed_to(pool)` (zoo/cases.py's walk holds it
+while the cases run) every `run` goes to the pool's Worker for its engine, thread and device
+setting instead: the same typed results, without starting an engine per job.
 
 Each job's outcome is one typed `ChildResult.status`:
   ok                  result.json (and outputs.npz) were written
@@ -32,6 +34,7 @@ kernel means the thread that started it).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import re
@@ -43,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +57,7 @@ from .errors import UsageError, ZooError
 
 __all__ = ["ChildResult", "DEFAULT_TIMEOUT", "STATUSES", "STDERR_TAIL", "Terminated", "Worker",
            "WorkerPool", "describe_exit", "kill_children", "meaningful_line", "plan_parallelism",
-           "run", "signals_end_children", "usable_cores"]
+           "routed_to", "run", "signals_end_children", "usable_cores"]
 
 DEFAULT_TIMEOUT = 900.0
 STDERR_TAIL = 15
@@ -91,7 +94,12 @@ def run(engine: str, action: str, job: dict, arrays: dict[str, np.ndarray] | Non
         threads: int | None = None, device: str = "cpu", timeout: float = DEFAULT_TIMEOUT,
         keep_dir: Path | None = None) -> ChildResult:
     """Run `action` of `engine` in a fresh child process; never raises for the child's failures.
-    A one-job `Worker`: the child is started for this job and ended after it."""
+    A one-job `Worker`: the child is started for this job and ended after it. Inside
+    `routed_to(pool)` the job goes to that pool's long-lived Worker instead."""
+    pool = _routing.get()
+    if pool is not None:
+        return pool.run(engine, action, job, arrays, threads=threads, device=device,
+                        timeout=timeout, keep_dir=keep_dir)
     with signals_end_children(), Worker(engine, threads, device) as worker:
         return worker.run(action, job, arrays, timeout=timeout, keep_dir=keep_dir)
 
@@ -112,10 +120,15 @@ class Worker:
     SIGINT, SIGHUP under `signals_end_children`, which a Worker used as a context manager
     holds from the main thread) ends it even while it idles; a SIGKILLed zoo's children die by
     PR_SET_PDEATHSIG. Jobs of one Worker are serialised; use one Worker per thread of work.
+
+    max_rss (bytes): a child whose resident memory has grown past it after a job is replaced
+    before the next one, so that children kept for a whole zoo (and side by side) do not
+    hold on to what their biggest network's job left in the allocator.
     """
 
-    def __init__(self, engine: str, threads: int | None = None, device: str = "cpu"):
-        self.engine, self.threads, self.device = engine, threads, device
+    def __init__(self, engine: str, threads: int | None = None, device: str = "cpu",
+                 max_rss: int | None = None):
+        self.engine, self.threads, self.device, self.max_rss = engine, threads, device, max_rss
         self._lock = threading.Lock()
         self._child: _Child | None = None
         self._closed = False
@@ -150,9 +163,16 @@ class Worker:
             except BaseException:   # Terminated, KeyboardInterrupt: the job's state is unknown
                 self._retire()
                 raise
-            if res.status in ("error", "timeout", "crashed") or self._closed:
+            if res.status in ("error", "timeout", "crashed") or self._closed or self._grown():
                 self._retire()
             return res
+
+    def _grown(self) -> bool:
+        """Whether the child's resident memory is past max_rss (Linux; elsewhere never)."""
+        if self.max_rss is None or self._child is None:
+            return False
+        rss = resident_bytes(self._child.proc.pid)
+        return rss is not None and rss > self.max_rss
 
     def _environment(self) -> dict:
         return {**os.environ, **engines.get(self.engine).environment(self.threads, self.device),
@@ -166,11 +186,12 @@ class Worker:
     def close(self) -> None:
         """End the child (its whole process group) and remove its folder. Idempotent."""
         self._closed = True
-        if not self._lock.acquire(blocking=False):
-            child = self._child     # a job in flight in another thread: it ends now, as crashed
+        while not self._lock.acquire(timeout=0.05):
+            # a job in flight in another thread ends now, as crashed; its child may still be
+            # starting when close begins, hence the retries until the job lets go
+            child = self._child
             if child is not None:
                 _kill_group(child.proc)
-            self._lock.acquire()
         try:
             self._retire()
         finally:
@@ -186,6 +207,26 @@ class Worker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident memory (VmRSS in /proc), or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_bytes() -> int | None:
+    """The machine's physical memory, or None when it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def usable_cores() -> int:
@@ -213,12 +254,18 @@ class WorkerPool:
     (threads of this process wait on the children). `submit` returns a Future of the
     ChildResult; `run_all` runs a list and returns the results in its order.
 
+    `threads` is the thread setting of a job that names none (zoo/cases.py gives each child
+    its share of the cores, `plan_parallelism`); a job's own thread count wins. `max_rss`: see
+    `Worker`. `run` is `isolation.run`'s signature, for `routed_to`.
+
     Use it as a context manager from the main thread: while it is open SIGTERM, SIGINT and
     SIGHUP kill every child and raise Terminated; `close` ends every child, in flight or idle,
     and cancels jobs not started."""
 
-    def __init__(self, jobs: int | None = None):
+    def __init__(self, jobs: int | None = None, threads: int | None = None,
+                 max_rss: int | None = None):
         self.jobs, _ = plan_parallelism(jobs)
+        self.threads, self.max_rss = threads, max_rss
         self._workers: dict[tuple, Worker] = {}
         self._queue: list[tuple[tuple, tuple, dict, Future]] = []
         self._busy: set[tuple] = set()
@@ -228,24 +275,37 @@ class WorkerPool:
         self._closed = False
 
     def worker(self, engine: str, threads: int | None = None, device: str = "cpu") -> Worker:
-        key = (engine, threads, device)
+        key = (engine, threads or self.threads, device)
         with self._cv:
             if self._closed:
                 raise ZooError("the worker pool is closed")
             if key not in self._workers:
-                self._workers[key] = Worker(engine, threads, device)
+                self._workers[key] = Worker(*key, max_rss=self.max_rss)
             return self._workers[key]
 
     def submit(self, engine: str, action: str, job: dict, arrays: dict | None = None, *,
                threads: int | None = None, device: str = "cpu",
-               timeout: float = DEFAULT_TIMEOUT) -> Future:
-        self.worker(engine, threads, device)      # created here: a closed pool refuses
+               timeout: float = DEFAULT_TIMEOUT, keep_dir: Path | None = None) -> Future:
+        worker = self.worker(engine, threads, device)      # created here: a closed pool refuses
         future: Future = Future()
         with self._cv:
-            self._queue.append(((engine, threads, device), (action, job, arrays),
-                                {"timeout": timeout}, future))
+            self._queue.append(((worker.engine, worker.threads, worker.device),
+                                (action, job, arrays),
+                                {"timeout": timeout, "keep_dir": keep_dir}, future))
             self._dispatch()
         return future
+
+    def run(self, engine: str, action: str, job: dict, arrays: dict | None = None, *,
+            threads: int | None = None, device: str = "cpu", timeout: float = DEFAULT_TIMEOUT,
+            keep_dir: Path | None = None) -> ChildResult:
+        """One job, waited for: `isolation.run` through this pool. A pool closed meanwhile (zoo
+        is stopping) raises ZooError rather than giving a result for a job never run."""
+        future = self.submit(engine, action, job, arrays, threads=threads, device=device,
+                             timeout=timeout, keep_dir=keep_dir)
+        try:
+            return future.result()
+        except CancelledError:
+            raise ZooError("the worker pool was closed before the job ran") from None
 
     def run_all(self, calls: list[dict]) -> list[ChildResult]:
         """Each call a dict of `submit`'s arguments; the results in the same order."""
@@ -297,6 +357,21 @@ class WorkerPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# the pool that `run` sends jobs to in this context (thread), or None: a fresh child per job
+_routing: contextvars.ContextVar[WorkerPool | None] = contextvars.ContextVar("zoo_pool", default=None)
+
+
+@contextlib.contextmanager
+def routed_to(pool: WorkerPool):
+    """While active, `run` in this context goes to `pool` (a thread started inside it inherits
+    this only when it runs in a copy of the context: contextvars.copy_context().run)."""
+    token = _routing.set(pool)
+    try:
+        yield pool
+    finally:
+        _routing.reset(token)
 
 
 class _Child:

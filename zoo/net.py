@@ -209,15 +209,15 @@ class Net:
             raise self._err(str(e), layer=layer) from None
         for t, s in zip(layer.tops, layer.out_shapes):
             if any(d <= 0 for d in s):
-                raise self._err(f"output {t!r} would have shape {s}: sizes must be > 0",
+                raise self._err(f"output {t!r} would have shape {_brief(s)}: sizes must be > 0",
                                 layer=layer)
             if math.prod(s) > MAX_BLOB_ELEMENTS:
-                raise self._err(f"output {t!r} would have shape {s}, {math.prod(s)} elements: "
-                                f"more than zoo's limit of 2**48 per blob", layer=layer)
+                raise self._err(f"output {t!r} would have shape {_brief(s)}: more than zoo's "
+                                "limit of 2**48 elements per blob", layer=layer)
             self.shapes[t] = s
         for w in layer.weights:
             if math.prod(w.shape) > MAX_BLOB_ELEMENTS:
-                raise self._err(f"weight {w.name!r} would have shape {w.shape}: more than "
+                raise self._err(f"weight {w.name!r} would have shape {_brief(w.shape)}: more than "
                                 f"zoo's limit of 2**48 elements", layer=layer)
         layer.macs = layer.kind.macs(layer.p, layer.in_shapes, layer.out_shapes)
         layer.flops = 2 * layer.macs + layer.kind.elementwise_flops(layer.p, layer.in_shapes,
@@ -400,6 +400,15 @@ def _non_finite(msg, prefix: str) -> str | None:
                 if not math.isfinite(v):
                     return f"{path}[{i}] is {v}" if fd.is_repeated else f"{path} is {v}"
     return None
+
+
+def _brief(shape) -> str:
+    """A shape for a message: at most 8 axes shown (a hostile spec may have thousands, whose
+    element count has more digits than Python will print)."""
+    shape = tuple(shape)
+    if len(shape) <= 8:
+        return str(shape)
+    return f"({', '.join(map(str, shape[:8]))}, ...; {len(shape)} axes)"
 
 
 def _drop_defaults(msg) -> None:

@@ -142,11 +142,11 @@ def write(builder: SpecBuilder, out: Path, source: Path, force: bool = False) ->
     try:
         _make_parent(out)
         if (free := shutil.disk_usage(out.parent).free) < needed:
-            raise no_space(out.parent, needed, free)
+            raise no_space(out.parent, needed, free, what="the import")
         _write_folder(builder, out, source)
     except OSError as e:
         if is_no_space(e):                # the temporary folder is gone already
-            raise no_space(out.parent, needed) from None
+            raise no_space(out.parent, needed, what="the import") from None
         raise ImportRefused(f"cannot write {out}: {e.strerror or e}") from None
     return ImportResult(out / f"{fname}.prototxt", out / f"{fname}.npz", tuple(builder.notes))
 
