@@ -168,20 +168,27 @@ def schema(out_file: Optional[Path] = typer.Option(None, "--out")):
 
 @app.command()
 def engines(as_json: bool = typer.Option(False, "--json")):
-    """Every engine: installed or not (with versions), training support, layer types."""
+    """Every engine: installed or not (with versions), training support, and every gap with
+    its reason (the engines' declarations, zoo/engines.py)."""
     rows = zoo.list_engines()
     if as_json:
         _emit_json(rows)
         return
     t = Table(title="engines")
-    for col in ("engine", "installed", "versions", "train", "layer types not supported"):
+    for col in ("engine", "installed", "versions", "train"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["engine"], "yes" if r["installed"] else f"[red]no[/red]: {r['missing']}",
+        t.add_row(r["engine"], "yes" if r["installed"] else f"[red]no[/red]: {escape(r['missing'])}",
                   ", ".join(f"{k} {v}" for k, v in r["versions"].items()) or "-",
-                  "yes" if r["train"] else "forward only",
-                  ", ".join(r["unsupported_types"]) or "(all supported)")
+                  "yes" if r["train"] else "forward only")
     out.print(t)
+    g = Table(title="what each engine cannot do (verify and bench skip these with the reason)")
+    for col in ("engine", "cannot do", "why"):
+        g.add_column(col, overflow="fold")
+    for r in rows:
+        for gap in r["gaps"] or [{"what": "(nothing)", "why": ""}]:
+            g.add_row(r["engine"], escape(gap["what"]), escape(gap["why"]))
+    out.print(g)
 
 
 @app.command()

@@ -66,7 +66,10 @@ def test_list_engines_is_what_zoo_engines_prints():
     import json
     assert json.loads(r.stdout) == json.loads(json.dumps(rows))
     onnx = next(r for r in rows if r["engine"] == "onnx")
-    assert onnx["train"] is False and "LSTM" in onnx["layer_types"] + onnx["unsupported_types"]
+    assert onnx["train"] is False and "LSTM" in onnx["layer_types"]
+    assert any(g["what"] == "training" for g in onnx["gaps"])
+    opencv = next(r for r in rows if r["engine"] == "caffe-opencv")
+    assert {"Embedding", "LRN with k != 1"} <= {g["what"] for g in opencv["gaps"]}
 
 
 def test_the_modules_example_runs_as_written(tmp_path):

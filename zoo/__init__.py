@@ -170,16 +170,13 @@ def import_model(path: str | Path, out: str | Path, weights: str | Path | None =
 def list_engines() -> list[dict]:
     """Every registered engine (`zoo engines --json`), installed or not: "engine",
     "installed", "missing" (why not, or None), "versions", "train" (has a training step),
-    "note", "layer_types" it can express and "unsupported_types". Imports no engine."""
+    "note", "layer_types" its converter has, and "gaps": everything it cannot do, each
+    {"what", "why"}, from its declaration in zoo/engines.py. Imports no engine."""
     from . import engines as _engines
-    from .layers import REGISTRY
-    rows = []
-    for e in _engines.ENGINES.values():
-        types = e.supported_types()
-        rows.append({"engine": e.name, "installed": e.installed, "missing": e.missing(),
-                     "versions": e.versions(), "train": e.train, "note": e.note,
-                     "layer_types": types, "unsupported_types": sorted(set(REGISTRY) - set(types))})
-    return rows
+    return [{"engine": e.name, "installed": e.installed, "missing": e.missing(),
+             "versions": e.versions(), "train": e.train, "note": e.note,
+             "layer_types": e.supported_types(), "gaps": e.gap_table()}
+            for e in _engines.ENGINES.values()]
 
 
 __all__ = ["load", "list_networks", "show", "validate", "convert", "build", "verify", "bench",

@@ -241,9 +241,8 @@ CAFFE_FILE_GAPS = (   # what converters/caffe.py refuses: caffe and caffe-opencv
     Gap("Reshape", _SEQ, lambda l, net: _time_major(net) and len(l.in_shapes[0]) in (2, 3),
         "of a 2-D or 3-D blob in a sequence network"),
     Gap("EuclideanLoss", _SEQ, lambda l, net: _time_major(net), "in a sequence network"),
-    Gap("Eltwise", _SEQ, lambda l, net: _time_major(net) and _caffe_plan_is("eltwise_plan", "Scale")(l, net),
-        "broadcasting, in a sequence network"),
-    Gap("Eltwise", _SEQ, lambda l, net: _time_major(net) and _caffe_plan_is("eltwise_plan", "Bias")(l, net),
+    Gap("Eltwise", _SEQ, lambda l, net: _time_major(net) and (_caffe_plan_is("eltwise_plan", "Scale")(l, net)
+                                                            or _caffe_plan_is("eltwise_plan", "Bias")(l, net)),
         "broadcasting, in a sequence network"),
 ) + tuple(Gap(t, _SEQ, lambda l, net: _time_major(net), "in a sequence network")
           for t in ("Scale", "Bias", "Reduce", "Transpose", "Slice", "Squeeze", "Unsqueeze",
