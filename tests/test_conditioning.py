@@ -56,3 +56,31 @@ def test_well_conditioned_network_keeps_the_default():
     assert probe["S"] * T.CONDITIONING_MARGIN < T.TRAIN_UPDATE_RTOL / 100, probe
     case = _torch_train_case(p)
     assert case.status == "pass" and case.tolerance_source == "default", case
+
+
+def test_float64_never_runs_the_probe(monkeypatch):
+    """Exact mode judges updates at TRAIN_UPDATE_RTOL64 alone: the probe measures float32's
+    rounding decisions, so it must not widen (or even be asked about) a float64 case whose
+    losses agree and updates do not."""
+    require_engine("torch")
+
+    def probe(*a, **k):
+        raise AssertionError("the conditioning probe ran in float64 mode")
+    monkeypatch.setattr(V, "_conditioning", probe)
+    p = V._prepare("softmax-mnist", V.DEFAULT_BATCH, 0, "float64")
+    oracle = V._oracle(p, 0, 900)
+    # the engine's answer with every update 1e-3 relative too large (float32 could not tell)
+    wrong = {k: (p.weights[k] + 1.001 * (oracle["weights"][k] - p.weights[k]))
+             for k, ws in p.net.weight_specs().items() if ws.kind == "param"}
+    real_run = V.isolation.run
+
+    def engine_run(*a, **k):
+        res = real_run(*a, **k)
+        res.arrays.update(wrong)
+        return res
+    monkeypatch.setattr(V.isolation, "run", engine_run)
+    art = V._in_dtype(p, "torch", build(p.net, "torch", options={"dtype": "float64"}), 0, 900)
+    case = V.CaseResult(p.net.name, "torch", "train", "error", dtype="float64")
+    V._train_case(p, "torch", art, "cpu", None, T.LOSS64, 900, 0, case)
+    assert case.status == "fail" and case.tolerance_source == "default", case
+    assert case.needed_factor > 1e5, case

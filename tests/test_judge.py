@@ -165,3 +165,34 @@ def test_gate_order_break_fails_at_the_lstm(monkeypatch):
 def test_plot_refuses_a_non_png_name(tmp_path):
     with pytest.raises(UsageError):
         drift.plot([], tmp_path / "drift.svg")
+
+
+def test_float64_bound_is_the_same_rule_with_float64_roundoff():
+    """Exact mode (--dtype float64): the bound is k * 2^-53 times the same terms, so the
+    2^-10 error float32 may make in 1e4 - 1e4 + 3 is far outside what float64 may."""
+    net = zoo.from_text('name: "c" layer { name: "data" type: "Input" input_param { shape: [1, 4] } }\n'
+                        'layer { name: "fc" type: "InnerProduct" bottom: "data" '
+                        'inner_product_param { num_output: 1 bias_term: false } }')
+    netb = net.with_batch(1)
+    x = {"data": np.array([[1e4, -1e4, 3.0, 0.0]], np.float64)}
+    w = {"fc.weight": np.ones((1, 4), np.float32)}
+    ref = reference.forward(netb, w, x)
+    bound = reference.bounds(netb, w, ref, dtype="float64")["fc"]
+    assert np.isclose(bound[0, 0], T.ROUNDING_K * 2.0**-53 * 20003)
+    flush = T.flush("float64")
+    assert compare.within_bound("fc", ref["fc"] + 2.0**-40, ref["fc"], bound, flush).ok
+    assert not compare.within_bound("fc", ref["fc"] + 2.0**-10, ref["fc"], bound, flush).ok
+
+
+def test_float64_bounds_scale_every_rule_by_the_roundoff_ratio(tmp_path):
+    """With inputs exact in both dtypes, every rule is linear in u (real-scale AlexNet: conv
+    with groups, LRN, max pooling, ReLU, inner products, softmax): float64's bound is
+    float32's times 2^-29, blob by blob."""
+    net = real_scale(tmp_path, "bvlc_alexnet_he_small.prototxt")
+    weights = W.for_net(net)
+    netb = net.with_batch(2)
+    ref = reference.forward(netb, weights, data.make(netb, 0))
+    b32 = reference.bounds(netb, weights, ref)
+    b64 = reference.bounds(netb, weights, ref, dtype="float64")
+    for blob, b in b32.items():
+        assert np.allclose(b64[blob], b * 2.0**-29, rtol=1e-9, atol=0), blob

@@ -45,15 +45,16 @@ def _checked(name: str, got, ref):
     return g, ref
 
 
-def within_bound(name: str, got, ref, bound) -> Diff:
+def within_bound(name: str, got, ref, bound, flush: float = FLUSH) -> Diff:
     """The scale-aware forward judge: |got - ref| <= bound elementwise, the bound being
-    zoo.magnitude's (the rounding a correct float32 engine may accumulate there)."""
+    zoo.magnitude's (the rounding a correct engine may accumulate there); flush: the error
+    allowed where the bound is 0 (FLUSH, or float64's smallest normal in exact mode)."""
     checked = _checked(name, got, ref)
     if isinstance(checked, Diff):
         return checked
     g, ref = checked
     err = np.abs(g - ref)
-    allowed = np.asarray(bound, dtype=np.float64) + FLUSH
+    allowed = np.asarray(bound, dtype=np.float64) + flush
     ratio = float(np.max(err / allowed))
     scale = float(np.max(np.abs(ref)))
     return Diff(name, ratio <= 1.0, float(err.max()), float(err.max() / scale) if scale else float(err.max()),
@@ -75,9 +76,10 @@ def allclose(name: str, got, ref, tol: Tolerance) -> Diff:
 
 
 def update_close(name: str, got, ref, start, rtol_update: float, steps: int,
-                 scale: float | None = None) -> Diff:
+                 scale: float | None = None, ulp: float = 2.0**-23) -> Diff:
     """A parameter after the training step(s): see zoo/tolerances.py for the rule.
-    scale: the largest update among the layer's parameters (default: this tensor's)."""
+    scale: the largest update among the layer's parameters (default: this tensor's);
+    ulp: the relative rounding of storing a weight (float32's 2^-23; float64's 2^-52)."""
     got = np.asarray(got, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     if got.shape != ref.shape:
@@ -88,7 +90,7 @@ def update_close(name: str, got, ref, start, rtol_update: float, steps: int,
     delta_ref = ref - np.asarray(start, dtype=np.float64)
     biggest = float(np.max(np.abs(delta_ref))) if scale is None else scale
     err = np.abs(got - ref)
-    allowed = rtol_update * biggest + steps * 2.0**-23 * np.abs(ref)
+    allowed = rtol_update * biggest + steps * ulp * np.abs(ref)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = float(np.max(np.where(allowed > 0, err / allowed, np.where(err > 0, np.inf, 0.0))))
     return Diff(name, ratio <= 1.0, float(err.max()), float(err.max() / biggest) if biggest else float(err.max()),

@@ -6,7 +6,7 @@ element (the rule and its measured margins: zoo/tolerances.py).
 every blob, S >= 0 of the blob's shape, the scale of the rounding error a float32 engine
 accumulates there; the allowed error is k * S. Per layer:
 
-    S_out = inherited(S_in)  (+)  u * A_out          u = 2^-24
+    S_out = inherited(S_in)  (+)  u * A_out          u = 2^-24 (float32; 2^-53 for float64)
 
 A_out is the sum of the absolute values of the terms the layer adds up for that element
 (|W|·|x| + |b| for a convolution or inner product): float32 accumulation in any order errs by
@@ -37,7 +37,8 @@ import numpy as np
 from . import spec_pb2
 from .layers import base as LB
 
-U = 2.0**-24
+U = 2.0**-24     # float32's unit roundoff
+U64 = 2.0**-53   # float64's: the bounds of `zoo verify --dtype float64`
 DEFAULT_SAFETY = 2.0   # the default rule's measured inherited part, doubled
 
 Rule = Callable[..., list]
@@ -45,7 +46,8 @@ RULES: dict[str, Rule] = {}
 
 
 def rule(*types: str):
-    """Register the bound rule of layer types: f(layer, xs, es, w, ys, k) -> [E per top]."""
+    """Register the bound rule of layer types: f(layer, xs, es, w, ys, k, u) -> [E per top]
+    (u: the engine's unit roundoff, U or U64)."""
     def deco(f):
         for t in types:
             RULES[t] = f
@@ -54,21 +56,22 @@ def rule(*types: str):
 
 
 def bounds(net, weights: dict[str, np.ndarray], blobs: dict[str, np.ndarray],
-           k: float) -> dict[str, np.ndarray]:
+           k: float, u: float = U) -> dict[str, np.ndarray]:
     """The allowed error k * S for every blob in `blobs` (the float64 reference's,
-    zoo.reference.forward)."""
+    zoo.reference.forward). u: the engine's unit roundoff, U for float32 engines, U64 for
+    `zoo verify --dtype float64` (the same rules: each term's rounding scales with u)."""
     es: dict[str, np.ndarray] = {}
     for layer in net.layers:
         if not all(t in blobs for t in layer.tops):
             continue                            # a loss layer the reference did not run
         if layer.kind.is_input:
             x = blobs[layer.tops[0]]
-            es[layer.tops[0]] = input_rounding(x)
+            es[layer.tops[0]] = input_rounding(x, u)
             continue
         w = {ws.name: weights[f"{layer.name}.{ws.name}"].astype(np.float64) for ws in layer.weights}
         xs = [blobs[b] for b in layer.bottoms]
         fn = RULES.get(layer.type, default_rule)
-        outs = fn(layer, xs, [es[b] for b in layer.bottoms], w, [blobs[t] for t in layer.tops], k)
+        outs = fn(layer, xs, [es[b] for b in layer.bottoms], w, [blobs[t] for t in layer.tops], k, u)
         for t, e in zip(layer.tops, outs):
             es[t] = np.broadcast_to(np.asarray(e, dtype=np.float64), blobs[t].shape)
     return {t: k * e for t, e in es.items()}
@@ -78,9 +81,10 @@ def quadrature(*parts):
     return np.sqrt(sum(np.square(p) for p in parts))
 
 
-def input_rounding(x: np.ndarray) -> np.ndarray:
-    """An input is exact when float32 holds it (zoo's data and ids), else rounded once."""
-    if x.dtype.kind in "iu":
+def input_rounding(x: np.ndarray, u: float = U) -> np.ndarray:
+    """An input is exact when the engine's dtype holds it (zoo's data and ids), else rounded
+    once (float32: U; a float64 engine holds the float64 reference's inputs exactly)."""
+    if x.dtype.kind in "iu" or u < U:
         return np.zeros(x.shape)
     return np.abs(x - x.astype(np.float32).astype(np.float64))
 
@@ -91,30 +95,30 @@ def _abs_weights(w: dict, *names: str) -> dict:
 
 
 @rule("Convolution", "InnerProduct")
-def weighted_sum(layer, xs, es, w, ys, k):
+def weighted_sum(layer, xs, es, w, ys, k, u=U):
     # the layer itself, run with W² on S² (inherited) and with |W| on |x| (its own terms)
     fwd = layer.kind.forward
     inherited = fwd(layer.p, [np.square(es[0])], {"weight": np.square(w["weight"])})[0]
     terms = fwd(layer.p, [np.abs(xs[0])], _abs_weights(w, "weight", "bias"))[0]
-    return [quadrature(np.sqrt(inherited), U * terms)]
+    return [quadrature(np.sqrt(inherited), u * terms)]
 
 
 @rule("Pooling")
-def pooling(layer, xs, es, w, ys, k):
+def pooling(layer, xs, es, w, ys, k, u=U):
     if layer.p.pool == spec_pb2.PoolingParam.MAX:
         # |max(a) - max(b)| <= max |a - b|: max pooling of S (padding never wins a max)
         return [layer.kind.forward(layer.p, [es[0]], w)[0]]
     # the window's average of S (errors taken as aligned: a small, safe overestimate)
-    return [layer.kind.forward(layer.p, [es[0] + U * np.abs(xs[0])], w)[0]]
+    return [layer.kind.forward(layer.p, [es[0] + u * np.abs(xs[0])], w)[0]]
 
 
 @rule("Eltwise")
-def eltwise(layer, xs, es, w, ys, k):
+def eltwise(layer, xs, es, w, ys, k, u=U):
     op = layer.p.operation
     if op == spec_pb2.EltwiseParam.SUM:
         coeff = [abs(float(c)) for c in layer.p.coeff] or [1.0] * len(xs)
         terms = sum(c * np.abs(x) for c, x in zip(coeff, xs))
-        return [quadrature(*(c * e for c, e in zip(coeff, es)), U * terms)]
+        return [quadrature(*(c * e for c, e in zip(coeff, es)), u * terms)]
     if op == spec_pb2.EltwiseParam.MAX:
         return [np.max(np.stack(es), axis=0)]
     # PROD: d(prod) = sum_i E_i prod_{j != i} (|x_j| + E_j); each product rounds once
@@ -122,11 +126,11 @@ def eltwise(layer, xs, es, w, ys, k):
     for i, e in enumerate(es):
         others = [np.abs(x) + ej for j, (x, ej) in enumerate(zip(xs, es)) if j != i]
         total = total + e * np.prod(np.stack(others), axis=0)
-    return [total + U * len(xs) * np.abs(ys[0])]
+    return [total + u * len(xs) * np.abs(ys[0])]
 
 
 @rule("BatchNorm")
-def batch_norm(layer, xs, es, w, ys, k):
+def batch_norm(layer, xs, es, w, ys, k, u=U):
     # inference: y = a x + (beta - a mean), a = gamma / sqrt(var + eps); engines fold a and
     # the shift in float32, so the terms are a x, a mean and beta
     x = xs[0]
@@ -136,12 +140,12 @@ def batch_norm(layer, xs, es, w, ys, k):
     if "gamma" in w:
         a, beta = a * w["gamma"], w["beta"]
     a, mean, beta = (np.abs(v).reshape(bshape) for v in (a, w["running_mean"], beta))
-    return [quadrature(a * es[0], U * (a * (np.abs(x) + mean) + beta))]
+    return [quadrature(a * es[0], u * (a * (np.abs(x) + mean) + beta))]
 
 
 # --- elementwise nonlinear maps: the slope over [x - E, x + E] --------------------------------
 @rule("ReLU")
-def relu(layer, xs, es, w, ys, k):
+def relu(layer, xs, es, w, ys, k, u=U):
     return [es[0]]                               # 1-Lipschitz and exact
 
 
@@ -156,22 +160,22 @@ def _nearest_to_zero(x, e):
 
 
 @rule("Sigmoid")
-def sigmoid(layer, xs, es, w, ys, k):
+def sigmoid(layer, xs, es, w, ys, k, u=U):
     x, e, y = xs[0], es[0], ys[0]
     slope = _sigmoid_slope(_nearest_to_zero(x, k * e))
     # own: the function's rounding (a few ulps of y) and of its argument (u |x| times slope)
-    return [slope * e + U * (np.abs(y) + slope * np.abs(x))]
+    return [slope * e + u * (np.abs(y) + slope * np.abs(x))]
 
 
 @rule("TanH")
-def tanh(layer, xs, es, w, ys, k):
+def tanh(layer, xs, es, w, ys, k, u=U):
     x, e, y = xs[0], es[0], ys[0]
     slope = _tanh_slope(x, k * e)
-    return [slope * e + U * (np.abs(y) + slope * np.abs(x))]
+    return [slope * e + u * (np.abs(y) + slope * np.abs(x))]
 
 
 @rule("LRN")
-def lrn(layer, xs, es, w, ys, k):
+def lrn(layer, xs, es, w, ys, k, u=U):
     # y = x s^-b, s = c + a/n sum_window x^2. dy/dx_self = s^-b; dy/dx_j = -2 b a/n x x_j s^(-b-1)
     p, x, e, y = layer.p, xs[0], es[0], ys[0]
     n, r = int(p.local_size), (int(p.local_size) - 1) // 2
@@ -180,7 +184,7 @@ def lrn(layer, xs, es, w, ys, k):
     cross = _window_sum(np.abs(x) * e, n, r)
     inherited = s ** (-b) * e + 2 * b * a * np.abs(x) * s ** (-b - 1) * cross
     # own: the window's positive sum (n terms) moves s relatively by n u, y by b n u
-    return [inherited + U * np.abs(y) * (2.0 + b * (n + 2))]
+    return [inherited + u * np.abs(y) * (2.0 + b * (n + 2))]
 
 
 def _window_sum(v, n, r):
@@ -189,28 +193,28 @@ def _window_sum(v, n, r):
 
 
 @rule("Softmax")
-def softmax(layer, xs, es, w, ys, k):
+def softmax(layer, xs, es, w, ys, k, u=U):
     # dy_i = y_i (dz_i - sum_j y_j dz_j): |dy_i| <= y_i (E_i + sum_j y_j E_j). Engines subtract
     # the max first: that rounds z - m by u |z - m|, an input error of the same kind
     axis = LB.axis_of(layer.p.axis, xs[0].ndim)
     z, y = xs[0], ys[0]
-    ez = es[0] + U * np.abs(z - z.max(axis=axis, keepdims=True))
-    return [y * (ez + (y * ez).sum(axis=axis, keepdims=True)) + U * y]
+    ez = es[0] + u * np.abs(z - z.max(axis=axis, keepdims=True))
+    return [y * (ez + (y * ez).sum(axis=axis, keepdims=True)) + u * y]
 
 
 # --- layers that only move data: the same move applied to E -----------------------------------
 @rule("Dropout", "Flatten", "Reshape", "Concat")
-def moved(layer, xs, es, w, ys, k):
+def moved(layer, xs, es, w, ys, k, u=U):
     return layer.kind.forward(layer.p, es, w)
 
 
 @rule("Embedding")
-def embedding(layer, xs, es, w, ys, k):
+def embedding(layer, xs, es, w, ys, k, u=U):
     return [np.zeros(ys[0].shape)]               # an exact lookup of float32 rows
 
 
 @rule("LSTM")
-def lstm(layer, xs, es, w, ys, k):
+def lstm(layer, xs, es, w, ys, k, u=U):
     """The recurrence with each quantity's S beside it (gates i, f, g, o; zero state): the
     gates' matrix products as weighted_sum, the gate functions and the cell update by their
     slopes (errors of c and h taken as aligned: safe)."""
@@ -226,19 +230,19 @@ def lstm(layer, xs, es, w, ys, k):
         terms = np.abs(xt) @ np.abs(wih).T + np.abs(h) @ np.abs(whh).T + np.abs(bias)
         inherited = np.square(ext) @ np.square(wih).T + np.square(eh) @ np.square(whh).T
         zi, zf, zg, zo = np.split(gates, 4, axis=1)
-        ei, ef, eg, eo = np.split(quadrature(np.sqrt(inherited), U * terms), 4, axis=1)
+        ei, ef, eg, eo = np.split(quadrature(np.sqrt(inherited), u * terms), 4, axis=1)
         si, sf, so = (1.0 / (1.0 + np.exp(-z)) for z in (zi, zf, zo))
         tg = np.tanh(zg)
         di, df, do = (_sigmoid_slope(_nearest_to_zero(z, k * e)) * e
-                      + U * (s + _sigmoid_slope(z) * np.abs(z))
+                      + u * (s + _sigmoid_slope(z) * np.abs(z))
                       for z, e, s in ((zi, ei, si), (zf, ef, sf), (zo, eo, so)))
-        dg = (_tanh_slope(zg, k * eg) * eg + U * (np.abs(tg) + np.abs(zg)))
+        dg = (_tanh_slope(zg, k * eg) * eg + u * (np.abs(tg) + np.abs(zg)))
         c_new = sf * c + si * tg
         ec = (sf * ec + np.abs(c) * df + si * dg + np.abs(tg) * di
-              + U * (np.abs(sf * c) + np.abs(si * tg)))
+              + u * (np.abs(sf * c) + np.abs(si * tg)))
         c = c_new
         tc = np.tanh(c)
-        eh = np.abs(tc) * do + so * _tanh_slope(c, k * ec) * ec + U * (np.abs(so * tc) + np.abs(c))
+        eh = np.abs(tc) * do + so * _tanh_slope(c, k * ec) * ec + u * (np.abs(so * tc) + np.abs(c))
         h = so * tc
         out[:, step] = eh
     return [out]
@@ -249,7 +253,7 @@ def _tanh_slope(x, e):
 
 
 # --- any other type ---------------------------------------------------------------------------
-def default_rule(layer, xs, es, w, ys, k):
+def default_rule(layer, xs, es, w, ys, k, u=U):
     """Conservative for any type (see the module's docstring): measured, not derived."""
     rng = np.random.default_rng(0)
     floats = [i for i, x in enumerate(xs) if x.dtype.kind == "f"]
@@ -267,7 +271,7 @@ def default_rule(layer, xs, es, w, ys, k):
     out = []
     for y, d, a in zip(ys, inherited, terms):
         own = np.maximum(np.maximum(np.abs(y), np.abs(a)), float(np.max(np.abs(y), initial=0.0)))
-        out.append(DEFAULT_SAFETY * (d + U * own))
+        out.append(DEFAULT_SAFETY * (d + u * own))
     return out
 
 

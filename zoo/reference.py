@@ -2,7 +2,8 @@
 
 `forward(net, weights, inputs)` runs every layer's `forward` (zoo/layers/*.py) in float64
 and returns every blob, the loss layers' too when their labels are given. `bounds` gives,
-beside every blob, the error a correct float32 engine may have there (zoo/magnitude.py).
+beside every blob, the error a correct float32 (or, with dtype="float64", float64) engine
+may have there (zoo/magnitude.py).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ def forward(net, weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
 
 
 def bounds(net, weights: dict[str, np.ndarray], blobs: dict[str, np.ndarray],
-           k: float | None = None) -> dict[str, np.ndarray]:
+           k: float | None = None, dtype: str = "float32") -> dict[str, np.ndarray]:
     """The forward judge's allowed error for every blob of `blobs` (from `forward` on the same
-    net, weights and inputs): k * 2^-24 times the magnitude of the computation, propagated
-    through the layers (zoo/magnitude.py; k: zoo/tolerances.py's ROUNDING_K)."""
+    net, weights and inputs): k * u times the magnitude of the computation, propagated
+    through the layers (zoo/magnitude.py; k: zoo/tolerances.py's ROUNDING_K; u: the unit
+    roundoff of the engine's dtype, 2^-24 for float32, 2^-53 for float64)."""
     from . import magnitude
     from . import tolerances as T
-    return magnitude.bounds(net, weights, blobs, T.ROUNDING_K if k is None else k)
+    return magnitude.bounds(net, weights, blobs, T.ROUNDING_K if k is None else k,
+                            T.unit_roundoff(dtype))

@@ -17,11 +17,21 @@ tolerance after two steps, 0.18x after one), so they compare one step.
 A training case that fails the default update tolerance gets the conditioning probe
 (`_conditioning`, rule and measurements in tolerances.py): if the verification point itself
 cannot resolve the tolerance, the case is judged at what it can resolve, and says so.
+
+Exact mode (dtype="float64", `zoo verify --dtype float64`): every engine that declares
+float64 (Engine.dtypes) is built with options {"dtype": "float64"}, fed float64 inputs and
+judged at float64's bounds: the same scale-aware forward rule with u = 2^-53, the losses
+and updates at tolerances.py's float64 values, no conditioning probe (it measures float32's
+rounding decisions; a float64 engine's are 2^-29 times rarer). Then a failure means the
+converted model computes something else than the spec, however small, on every network.
+An engine that declares no float64 is skipped with its reason; one whose answers come back
+in another dtype (its build ignored the option) is an error, never a pass.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -33,12 +43,13 @@ from . import net as N
 from . import tolerances as T
 from . import weights as W
 from .builds import BuildFailed, build, one_off
-from .errors import ZooError
+from .errors import UsageError, ZooError
 
 DEFAULT_BATCH = 2
 TRAIN_STEPS = 2
 ORACLE_ENGINE = "torch"
 MODES = ("forward", "train", "both")
+DTYPES = T.DTYPES
 
 
 def train_steps(net) -> int:
@@ -65,6 +76,7 @@ class CaseResult:
     judge: str = ""                        # which forward rule judged it (zoo/tolerances.py)
     layers: list[dict] = field(default_factory=list)   # --layers: every blob / parameter
     exposed: str = ""                      # how blobs were exposed (fusion off, or as computed)
+    dtype: str = "float32"                 # the dtype the engine computed in (--dtype)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,18 +96,40 @@ class Problem(contextlib.AbstractContextManager):
     bound: dict | None = None           # blob -> allowed error (zoo/magnitude.py), when needed
     conditioning: dict | None = None    # {"S": float, "where": str} or {"error": str}
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    dtype: str = "float32"              # what the engines compute in (exact mode: float64)
+    builds: dict = field(default_factory=dict)   # engine -> its float64 build (exact mode)
+
+    @property
+    def build_options(self) -> dict:
+        """The engines' build options: none for float32 (the cached builds stay valid)."""
+        return {} if self.dtype == "float32" else {"dtype": self.dtype}
 
     def __exit__(self, *exc) -> None:
         self.resources.close()
 
 
-def _prepare(name, batch: int, seed: int) -> Problem:
+def _prepare(name, batch: int, seed: int, dtype: str = "float32") -> Problem:
     net = name if isinstance(name, N.Net) else N.load(name)
     netb = net.with_batch(batch)
     weights = W.for_net(net, seed)
     inputs = data.make(netb, seed)
+    if dtype == "float64":   # the same values (zoo's data are float32), fed as float64
+        inputs = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in inputs.items()}
     ref = reference.forward(netb, weights, inputs)
-    return Problem(net, netb, weights, inputs, ref)
+    return Problem(net, netb, weights, inputs, ref, dtype=dtype)
+
+
+def _wrong_dtype(p: Problem, arrays: dict, what: str) -> str | None:
+    """Why an engine's float answers cannot be judged at p.dtype's bounds, or None: a build
+    that ignored the dtype option computes in float32, and judging that at float64's bounds
+    would fail it for the wrong reason (or, at a looser rule, pass it for none)."""
+    if p.dtype == "float32":
+        return None
+    got = sorted({str(a.dtype) for a in arrays.values() if a.dtype.kind == "f"} - {p.dtype})
+    if not got:
+        return None
+    return (f"its {what} came back as {', '.join(got)}, not {p.dtype}: the build ignored the "
+            f"dtype option, so this is no {p.dtype} check")
 
 
 # How each engine's blobs are exposed for the per-blob comparison. Engines that fuse layers
@@ -118,8 +152,9 @@ def _judge(p: Problem, tol: T.Tolerance | None) -> Callable[[str, np.ndarray], c
     if tol is not None:
         return lambda blob, got: compare.allclose(blob, got, p.ref[blob], tol)
     if p.bound is None:                      # once per network: every engine uses it
-        p.bound = reference.bounds(p.netb, p.weights, p.ref)
-    return lambda blob, got: compare.within_bound(blob, got, p.ref[blob], p.bound[blob])
+        p.bound = reference.bounds(p.netb, p.weights, p.ref, dtype=p.dtype)
+    flush = T.flush(p.dtype)
+    return lambda blob, got: compare.within_bound(blob, got, p.ref[blob], p.bound[blob], flush)
 
 
 def _blob_diffs(p: Problem, arrays: dict, judge) -> list[tuple[object, compare.Diff]]:
@@ -160,6 +195,10 @@ def _forward_case(p: Problem, engine: str, art, device, threads, tol, timeout, c
                         device=device, threads=threads, timeout=timeout)
     if not res.ok:
         _settle(case, cases.child_failed(res))
+        return
+    if (why := _wrong_dtype(p, {o: res.arrays[o] for o in p.netb.outputs if o in res.arrays},
+                            "outputs")) is not None:
+        case.status, case.reason = "error", why
         return
     judge = _judge(p, tol)
     diffs = [judge(o, res.arrays.get(o, np.zeros(0))) for o in p.netb.outputs]
@@ -243,14 +282,17 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
     if not res.ok:
         _settle(case, cases.child_failed(res))
         return
+    if (why := _wrong_dtype(p, res.arrays, "updated weights")) is not None:
+        case.status, case.reason = "error", why
+        return
     diffs = [compare.allclose(f"loss[step {i + 1}]", got, want, tol)
              for i, (got, want) in enumerate(zip(res.result["losses"], oracle["losses"]))]
     if len(res.result["losses"]) != len(oracle["losses"]):
         diffs.append(compare.Diff("losses", False, float("inf"), float("inf"), float("inf"),
                                   "wrong number of steps"))
-    rtol_update, source = T.train_update_rtol(engine, p.net.name)
+    rtol_update, source = T.train_update_rtol(engine, p.net.name, p.dtype)
     updates = _update_diffs(p, res.arrays, oracle, rtol_update, steps)
-    if not all(d.ok for d in diffs + updates) and all(d.ok for d in diffs):
+    if p.dtype == "float32" and not all(d.ok for d in diffs + updates) and all(d.ok for d in diffs):
         # only updates are off: can this verification point resolve rtol_update at all?
         probe = _conditioning(p, oracle, steps, timeout)
         needed = T.CONDITIONING_MARGIN * probe.get("S", 0.0)
@@ -299,7 +341,8 @@ def _update_diffs(p: Problem, got: dict, oracle: dict, rtol_update: float, steps
                                       "missing from the engine's updated weights"))
             continue
         diffs.append(compare.update_close(key, got[key], oracle["weights"][key], p.weights[key],
-                                          rtol_update, steps, scale[key.rsplit(".", 1)[0]]))
+                                          rtol_update, steps, scale[key.rsplit(".", 1)[0]],
+                                          T.storage_ulp(p.dtype)))
     return diffs
 
 
@@ -350,11 +393,13 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
            batch: int = DEFAULT_BATCH, atol: float | None = None, rtol: float | None = None,
            seed: int = 0, device: str = "cpu", threads: int | None = None,
            timeout: float = 900.0, progress: Callable[[CaseResult], None] | None = None,
-           layers: bool = False) -> list[CaseResult]:
+           layers: bool = False, dtype: str = "float32") -> list[CaseResult]:
     """Verify networks (default: the whole zoo) on engines (default: all registered). Options
     that would make the check meaningless are refused (zoo.errors.UsageError, exit 2).
     layers: compare every blob (forward, with every blob exposed) and every parameter's
-    update (train) and keep the per-layer numbers in each result's `layers`."""
+    update (train) and keep the per-layer numbers in each result's `layers`.
+    dtype: "float32", or "float64" for exact mode (the module's docstring)."""
+    dtype = _dtype(dtype)
     mode = options.mode(mode, MODES)
     batch = options.positive_int("batch", batch) or DEFAULT_BATCH
     atol, rtol = options.tolerance("atol", atol), options.tolerance("rtol", rtol)
@@ -364,10 +409,11 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
     engines_ = options.engine_names(engines_)
 
     def new_result(case: cases.Case, p: Problem) -> tuple[CaseResult, T.Tolerance]:
-        tol, source = T.forward_tolerance(case.engine, p.net.name, case.mode, rtol, atol)
-        result = CaseResult(p.net.name, case.engine, case.mode, "error", tolerance_source=source)
+        tol, source = T.forward_tolerance(case.engine, p.net.name, case.mode, rtol, atol, p.dtype)
+        result = CaseResult(p.net.name, case.engine, case.mode, "error", tolerance_source=source,
+                            dtype=p.dtype)
         if case.mode == "forward" and source == "default":
-            result.judge = T.SCALE_AWARE
+            result.judge = T.scale_aware(p.dtype)
         else:   # train: the losses are judged elementwise (updates: zoo/tolerances.py)
             result.atol, result.rtol = tol.atol, tol.rtol
             result.judge = "elementwise: atol + rtol |ref|"
@@ -375,8 +421,13 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
 
     def run(case: cases.Case, p: Problem, art) -> CaseResult:
         result, tol = new_result(case, p)
+        art = _in_dtype(p, case.engine, art, seed, timeout)
+        if isinstance(art, cases.Settled):
+            _settle(result, art)
+            result.seconds = time.perf_counter() - case.started
+            return result
         if case.mode == "forward":
-            forward_tol = None if result.judge == T.SCALE_AWARE else tol
+            forward_tol = None if result.judge == T.scale_aware(p.dtype) else tol
             _forward_case(p, case.engine, art, device, threads, forward_tol, timeout, result, layers)
         else:
             _train_case(p, case.engine, art, device, threads, tol, timeout, seed, result, layers)
@@ -390,9 +441,50 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
         return result
 
     modes = ["forward", "train"] if mode == "both" else [mode]
-    return cases.walk(names, engines_, modes, prepare=lambda net: _prepare(net, batch, seed),
+    return cases.walk(names, engines_, modes, prepare=lambda net: _prepare(net, batch, seed, dtype),
                       run=run, settle=settle, inference_mode="forward", threads=[threads],
-                      seed=seed, timeout=timeout, progress=progress)
+                      seed=seed, timeout=timeout, progress=progress, **_walk_options(dtype))
+
+
+def _dtype(dtype) -> str:
+    if dtype not in DTYPES:
+        raise UsageError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    return dtype
+
+
+def _walk_options(dtype: str) -> dict:
+    """cases.walk's build options, where it takes them (else `_in_dtype` builds per case)."""
+    if dtype == "float32" or "build_options" not in inspect.signature(cases.walk).parameters:
+        return {}
+    return {"build_options": {"dtype": dtype}}
+
+
+def _in_dtype(p: Problem, engine: str, art, seed: int, timeout: float):
+    """The engine's build in p.dtype, or the Settled case that says why there is none: an
+    engine that declares no such dtype is skipped with its reason (before any child runs)."""
+    if p.dtype == "float32":
+        return art
+    if (why := engines.get(engine).dtype_refusal(p.dtype)) is not None:
+        return cases.Settled("skipped", why)
+    if art.manifest.get("options", {}).get("dtype") == p.dtype:
+        return art
+    if engine not in p.builds:          # once per engine: its forward and train cases share it
+        p.builds[engine] = _build_in_dtype(p, engine, seed, timeout)
+    return p.builds[engine]
+
+
+def _build_in_dtype(p: Problem, engine: str, seed: int, timeout: float):
+    try:
+        built = build(p.net, engine, seed=seed, options=p.build_options, timeout=timeout,
+                      transient=one_off(p.net))
+        if built.transient:             # closed last-in first-out: the lease ends, then it goes
+            p.resources.callback(cache.discard_transient, [built])
+        p.resources.enter_context(built.lease())
+        return built
+    except BuildFailed as e:
+        return cases.settle_child(e.status, str(e), e.stderr_tail, doing="build failed: ")
+    except ZooError as e:
+        return cases.Settled("error", f"build failed: {e}")
 
 
 def exit_status(results: list[CaseResult]) -> int:
