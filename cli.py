@@ -305,7 +305,9 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
            threads: Optional[int] = typer.Option(None),
            timeout: float = typer.Option(900.0, help="seconds per engine run"),
            layers: bool = typer.Option(False, "--layers", help="compare every blob (forward) and every parameter's update (train); per-layer table"),
-           plot_file: Optional[Path] = typer.Option(None, "--plot", help="with --layers: the error's growth through the network per engine (PNG)")):
+           plot_file: Optional[Path] = typer.Option(None, "--plot", help="with --layers: the error's growth through the network per engine (PNG)"),
+           dtype: str = typer.Option("float32", "--dtype", help="float32, or float64: exact mode on the engines that compute in float64"),
+           jobs: Optional[int] = typer.Option(None, "--jobs", help="engine children at once (default: one per core, each with its share of the cores as threads)")):
     """Do the engines agree with the float64 reference? Exit 0 only if every case passed."""
     from zoo import verifier
     # refused here too (the API refuses them as well), before any engine starts
@@ -319,6 +321,9 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
     options.timeout(timeout, "--timeout")
     if plot_file and not layers:
         raise UsageError("--plot needs --layers")
+    if dtype not in ("float32", "float64"):
+        raise UsageError(f"--dtype {dtype!r}: float32 or float64")
+    options.positive_int("--jobs", jobs)
     modes = ["forward", "train"] if mode == "both" else [mode]
     engine_list = options.engine_names(engine_names)
     if not specs:
@@ -340,7 +345,7 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
                             f"({c.seconds:.1f}s)" + (f": {why(c)}" if why(c) else ""))
 
         results = zoo.verify(specs or None, engine_names, mode, batch, atol, rtol, seed, device,
-                             threads, timeout, progress, layers)
+                             threads, timeout, progress, layers, dtype, jobs)
     for c in results:
         style = STATUS_STYLE[c.status]
         t.add_row(c.network, c.engine, c.mode, f"[{style}]{c.status}[/{style}]",

@@ -104,7 +104,9 @@ def test_build_and_import_model_round_trip(tmp_path):
     b = zoo.build("softmax-mnist", "onnx", out=tmp_path / "built")
     assert not b.reused and (b.path / "model.onnx").is_file()
     assert zoo.build("softmax-mnist", "onnx", out=tmp_path / "built").reused
-    spec = zoo.import_model(b.path / "model.onnx", tmp_path / "imported")
-    assert spec.parent == tmp_path / "imported" and spec.is_file()
+    result = zoo.import_model(b.path / "model.onnx", tmp_path / "imported")
+    spec = result.spec
+    assert spec.parent == tmp_path / "imported" and spec.is_file() and str(result) == str(spec)
+    assert (tmp_path / "imported" / "import.json").is_file() and result.notes == ()
     assert zoo.load(spec).params == zoo.load("softmax-mnist").params == 7850
     assert zoo.validate([spec]) == [(str(spec), None)]

@@ -4,7 +4,6 @@ than the spec fails however subtle the difference; the float32 check cannot see 
 breaks. The breaks are real engines run in their own child processes: zoo's torch with one
 thing wrong (benchmarks/exact_breaks.py), against the unbroken reference and oracle."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 import zoo
 from conftest import require_engine
 from zoo import engines as E
-from zoo import tolerances as T
 from zoo import verifier
 from zoo.errors import UsageError
 
@@ -119,7 +117,7 @@ def test_subtle_breaks_fail_in_float64_and_pass_in_float32(breaks):
     engines = ["torch-bn-eps-1pc", "torch-lr-1e-4"]
     f32 = _by(verifier.verify([net], engines, mode="both"))
     f64 = _by(verifier.verify([net], engines, mode="both", dtype="float64"))
-    for key, r in f32.items():
+    for r in f32.values():
         assert r.status == "pass", r                       # float32 cannot see them
     eps_fwd = f64[("torch-bn-eps-1pc", "forward")]
     assert eps_fwd.status == "fail" and eps_fwd.first_bad_layer == "bn", eps_fwd

@@ -99,7 +99,8 @@ def verify(names: list[str | Path | Net] | None = None, engines: list[str] | Non
            rtol: float | None = None, seed: int = 0, device: str = "cpu",
            threads: int | None = None, timeout: float = 900.0,
            progress: Callable[[CaseResult], None] | None = None,
-           layers: bool = False) -> list[CaseResult]:
+           layers: bool = False, dtype: str = "float32",
+           jobs: int | None = None) -> list[CaseResult]:
     """Do the engines compute what the specs mean? One CaseResult per network x engine x
     mode, in that order.
 
@@ -112,13 +113,17 @@ def verify(names: list[str | Path | Net] | None = None, engines: list[str] | Non
     magnitude of the terms behind it (zoo/magnitude.py); `atol`/`rtol` switch to the
     elementwise rule |e - r| <= atol + rtol |r| instead. `layers=True` compares every blob
     (forward) and every parameter's update (train) and fills .layers (zoo.drift.table and
-    zoo.drift.plot show them). `progress(result)` is called after each case. A CaseResult has
+    zoo.drift.plot show them). `dtype="float64"`: exact mode, the engines that compute in
+    float64 built and judged at float64's bounds (zoo/tolerances.py); the others skipped with
+    their reason. `jobs`: engine children at once (default: one per core, each with its share
+    of the cores as threads; each engine's child serves all its cases, zoo/isolation.py).
+    `progress(result)` is called after each case. A CaseResult has
     .status ("pass", "fail", "error", "skipped"), .reason, .max_abs_err, .max_rel_err,
     .first_bad_layer, .layers, .seconds and .to_dict(). Meaningless options raise UsageError
     before anything runs."""
     from .verifier import verify as _verify
     return _verify(names, engines, mode, batch, atol, rtol, seed, device, threads, timeout,
-                   progress, layers)
+                   progress, layers, dtype, jobs)
 
 
 def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None = None,

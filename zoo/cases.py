@@ -91,13 +91,16 @@ def child_failed(res) -> Settled:
     return settle_child(res.status, res.reason, res.stderr_tail)
 
 
-def skip_reason(net: N.Net, eng: engines.Engine, mode: str, inference_mode: str) -> str | None:
+def skip_reason(net: N.Net, eng: engines.Engine, mode: str, inference_mode: str,
+                dtype: str = "float32") -> str | None:
     """Why this case is skipped before anything is built, or None. The network's own reason
     comes first: it is the same on every engine, installed or not."""
     if mode == TRAIN and not net.loss_layers:
         return f"the network has no loss layer; use --mode {inference_mode}"
     if (why := eng.missing()) is not None:
         return f"not installed: {why}"
+    if (why := eng.dtype_refusal(dtype)) is not None:
+        return why
     if mode == TRAIN and not eng.train:
         return eng.note or f"{eng.name} has no training step"
     if (why := eng.unsupported(net)) is not None:
@@ -106,12 +109,13 @@ def skip_reason(net: N.Net, eng: engines.Engine, mode: str, inference_mode: str)
 
 
 def obtain_build(net: N.Net, engine: str, seed: int, timeout: float,
-                 leases: contextlib.ExitStack) -> Build | Settled:
+                 leases: contextlib.ExitStack, options: dict | None = None) -> Build | Settled:
     """The one place a case gets its engine's native files: zoo/builds.py's bounded cache
     (transient for a one-off spec such as an import), leased in `leases` so that it is not
-    evicted while its cases use it."""
+    evicted while its cases use it. `options`: the build's (e.g. {"dtype": "float64"})."""
     try:
-        art = build(net, engine, seed=seed, timeout=timeout, transient=one_off(net))
+        art = build(net, engine, seed=seed, options=options or None, timeout=timeout,
+                    transient=one_off(net))
         leases.enter_context(art.lease())
         return art
     except BuildFailed as e:
@@ -125,14 +129,16 @@ class _NativeFiles(contextlib.AbstractContextManager):
     every mode and thread count (a failed build too: each of its cases says why). Leased
     while in use; a transient build is removed after its last case."""
 
-    def __init__(self, net: N.Net, engine: str, seed: int, timeout: float):
+    def __init__(self, net: N.Net, engine: str, seed: int, timeout: float, options: dict):
         self.net, self.engine, self.seed, self.timeout = net, engine, seed, timeout
+        self.options = options
         self._got: Build | Settled | None = None
         self._leases = contextlib.ExitStack()
 
     def get(self) -> Build | Settled:
         if self._got is None:
-            self._got = obtain_build(self.net, self.engine, self.seed, self.timeout, self._leases)
+            self._got = obtain_build(self.net, self.engine, self.seed, self.timeout, self._leases,
+                                     self.options)
         return self._got
 
     def __exit__(self, *exc) -> None:
@@ -149,13 +155,15 @@ def walk(names: list | None, engine_names: list[str] | None, modes: list[str], *
          threads: list[int | None] = (None,),
          seed: int = 0, timeout: float = 900.0,
          progress: Callable[[R], None] | None = None,
-         jobs: int | None = ONE_SHOT) -> list[R]:
+         jobs: int | None = ONE_SHOT, build_options: dict | None = None) -> list[R]:
     """Every case of names (default: the zoo) x engines (default: all) x modes x threads,
     in that order; `inference_mode` is the mode to suggest for a network without a loss.
-    jobs: how the children run (the module's docstring); call it from the main thread."""
+    jobs: how the children run (the module's docstring); call it from the main thread.
+    build_options: every build's (e.g. {"dtype": "float64"}: an engine that declares no
+    float64 is skipped with its reason before anything is built)."""
     engs = [engines.get(e) for e in engine_names] if engine_names else list(engines.ENGINES.values())
     walk_one = _EngineWalk(engs, modes, threads, run, settle, inference_mode, seed, timeout,
-                           _serialised(progress))
+                           _serialised(progress), dict(build_options or {}))
     networks = names or N.S.zoo_names()
     if jobs == ONE_SHOT or os.environ.get(ONE_SHOT_VAR) == "1":
         return _walk_one_at_a_time(networks, prepare, walk_one)
@@ -262,10 +270,13 @@ class _EngineWalk:
     """One engine's cases of one network, mode by mode and thread count by thread count: its
     build made once, when first needed. Called from the walk's threads."""
 
-    def __init__(self, engs, modes, threads, run, settle, inference_mode, seed, timeout, progress):
+    def __init__(self, engs, modes, threads, run, settle, inference_mode, seed, timeout, progress,
+                 build_options: dict):
         self.engs, self.modes, self.threads = engs, modes, threads
         self.run, self.settle, self.inference_mode = run, settle, inference_mode
         self.seed, self.timeout, self.progress = seed, timeout, progress
+        self.build_options = build_options
+        self.dtype = build_options.get("dtype", "float32")
         self.stop = threading.Event()
 
     def __call__(self, net: N.Net, prepared, eng: engines.Engine) -> list:
@@ -277,7 +288,7 @@ class _EngineWalk:
 
     def _cases(self, net: N.Net, prepared, eng: engines.Engine) -> list:
         results = []
-        with _NativeFiles(net, eng.name, self.seed, self.timeout) as native:
+        with _NativeFiles(net, eng.name, self.seed, self.timeout, self.build_options) as native:
             for mode in self.modes:
                 for t in self.threads:
                     if self.stop.is_set():
@@ -290,7 +301,7 @@ class _EngineWalk:
         return results
 
     def _one(self, case: Case, net: N.Net, prepared, eng, native: _NativeFiles):
-        if (why := skip_reason(net, eng, case.mode, self.inference_mode)) is not None:
+        if (why := skip_reason(net, eng, case.mode, self.inference_mode, self.dtype)) is not None:
             return self.settle(case, prepared, Settled("skipped", why))
         if isinstance(got := native.get(), Settled):
             return self.settle(case, prepared, got)

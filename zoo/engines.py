@@ -287,10 +287,12 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
            converter="zoo.converters.caffe", runner="zoo.runners.caffe", gaps=CAFFE_FILE_GAPS,
            cpu_only="this Caffe is a CPU-only build (brocolli-caffe, CPU_ONLY)",
            quiet_env=(("GLOG_minloglevel", "2"),),
+           dtype_gap="pycaffe is float-only (its Python Net is Net<float>)",
            note="pycaffe: BVLC Caffe built from brocolli-caffe 9.0.2 by scripts/build_caffe.sh"),
     # the same Caffe files, read by OpenCV's DNN module: a second, independent reader
     Engine("caffe-opencv", ("opencv-python-headless",), ("cv2",), "caffe", train=False,
            converter="zoo.converters.caffe", runner="zoo.runners.caffe_opencv",
+           dtype_gap="OpenCV's DNN module computes in float32 only",
            gaps=CAFFE_FILE_GAPS + (
                Gap("Embedding", f"{_OPENCV} has no layer for Caffe's Embed"),
                Gap("LRN", f"{_OPENCV} ignores lrn_param.k (it always uses 1)",

@@ -236,7 +236,7 @@ class Net:
             wants = [INT64]
         elif layer.type == "SoftmaxWithLoss":
             wants = [FLOAT32, INT64]
-        for i, (b, want) in enumerate(zip(layer.bottoms, wants)):
+        for _i, (b, want) in enumerate(zip(layer.bottoms, wants)):
             got = self.dtypes[b]
             if got == want:
                 continue

@@ -31,7 +31,7 @@ in another dtype (its build ignored the option) is an error, never a pass.
 from __future__ import annotations
 
 import contextlib
-import inspect
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -96,13 +96,10 @@ class Problem(contextlib.AbstractContextManager):
     bound: dict | None = None           # blob -> allowed error (zoo/magnitude.py), when needed
     conditioning: dict | None = None    # {"S": float, "where": str} or {"error": str}
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # cases.walk runs the engines' cases side by side: what is computed once per network (the
+    # oracle, the conditioning probe, the bounds, the update scales) is computed under this
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     dtype: str = "float32"              # what the engines compute in (exact mode: float64)
-    builds: dict = field(default_factory=dict)   # engine -> its float64 build (exact mode)
-
-    @property
-    def build_options(self) -> dict:
-        """The engines' build options: none for float32 (the cached builds stay valid)."""
-        return {} if self.dtype == "float32" else {"dtype": self.dtype}
 
     def __exit__(self, *exc) -> None:
         self.resources.close()
@@ -151,8 +148,9 @@ def _judge(p: Problem, tol: T.Tolerance | None) -> Callable[[str, np.ndarray], c
     every blob) or elementwise atol + rtol |ref| (a user's --atol/--rtol, an exception)."""
     if tol is not None:
         return lambda blob, got: compare.allclose(blob, got, p.ref[blob], tol)
-    if p.bound is None:                      # once per network: every engine uses it
-        p.bound = reference.bounds(p.netb, p.weights, p.ref, dtype=p.dtype)
+    with p.lock:
+        if p.bound is None:                      # once per network: every engine uses it
+            p.bound = reference.bounds(p.netb, p.weights, p.ref, dtype=p.dtype)
     flush = T.flush(p.dtype)
     return lambda blob, got: compare.within_bound(blob, got, p.ref[blob], p.bound[blob], flush)
 
@@ -221,6 +219,12 @@ def _forward_case(p: Problem, engine: str, art, device, threads, tol, timeout, c
 
 
 def _oracle(p: Problem, seed: int, timeout: float) -> dict:
+    """`_oracle_unlocked` once per network, whichever engine's case asks first."""
+    with p.lock:
+        return _oracle_unlocked(p, seed, timeout)
+
+
+def _oracle_unlocked(p: Problem, seed: int, timeout: float) -> dict:
     """The float64 training oracle for this network, checked against the NumPy reference."""
     if p.oracle is not None:
         return p.oracle
@@ -329,8 +333,9 @@ def _layer_scales(p: Problem, oracle: dict) -> dict[str, float]:
 
 
 def _update_diffs(p: Problem, got: dict, oracle: dict, rtol_update: float, steps: int) -> list:
-    if "scales" not in oracle:               # once per network: every engine and probe uses it
-        oracle["scales"] = _layer_scales(p, oracle)
+    with p.lock:
+        if "scales" not in oracle:               # once per network: every engine and probe uses it
+            oracle["scales"] = _layer_scales(p, oracle)
     scale = oracle["scales"]
     diffs = []
     for key, ws in p.net.weight_specs().items():
@@ -347,6 +352,12 @@ def _update_diffs(p: Problem, got: dict, oracle: dict, rtol_update: float, steps
 
 
 def _conditioning(p: Problem, oracle: dict, steps: int, timeout: float) -> dict:
+    """`_conditioning_unlocked` once per network, whichever engine's case asks first."""
+    with p.lock:
+        return _conditioning_unlocked(p, oracle, steps, timeout)
+
+
+def _conditioning_unlocked(p: Problem, oracle: dict, steps: int, timeout: float) -> dict:
     """How far an idealised float32 engine may legitimately land from the oracle here:
     the oracle rerun with float32 rounding at its layer boundaries (tolerances.py)."""
     if p.conditioning is not None:
@@ -393,17 +404,20 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
            batch: int = DEFAULT_BATCH, atol: float | None = None, rtol: float | None = None,
            seed: int = 0, device: str = "cpu", threads: int | None = None,
            timeout: float = 900.0, progress: Callable[[CaseResult], None] | None = None,
-           layers: bool = False, dtype: str = "float32") -> list[CaseResult]:
+           layers: bool = False, dtype: str = "float32", jobs: int | None = None) -> list[CaseResult]:
     """Verify networks (default: the whole zoo) on engines (default: all registered). Options
     that would make the check meaningless are refused (zoo.errors.UsageError, exit 2).
     layers: compare every blob (forward, with every blob exposed) and every parameter's
     update (train) and keep the per-layer numbers in each result's `layers`.
-    dtype: "float32", or "float64" for exact mode (the module's docstring)."""
+    dtype: "float32", or "float64" for exact mode (the module's docstring).
+    jobs: engine children running at once (default: one per core, each with its share of
+    the cores as threads unless `threads` is given); see zoo/cases.py."""
     dtype = _dtype(dtype)
     mode = options.mode(mode, MODES)
     batch = options.positive_int("batch", batch) or DEFAULT_BATCH
     atol, rtol = options.tolerance("atol", atol), options.tolerance("rtol", rtol)
     threads = options.positive_int("threads", threads)
+    jobs = options.positive_int("jobs", jobs)
     timeout = options.timeout(timeout)
     device = options.device(device)
     engines_ = options.engine_names(engines_)
@@ -421,11 +435,6 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
 
     def run(case: cases.Case, p: Problem, art) -> CaseResult:
         result, tol = new_result(case, p)
-        art = _in_dtype(p, case.engine, art, seed, timeout)
-        if isinstance(art, cases.Settled):
-            _settle(result, art)
-            result.seconds = time.perf_counter() - case.started
-            return result
         if case.mode == "forward":
             forward_tol = None if result.judge == T.scale_aware(p.dtype) else tol
             _forward_case(p, case.engine, art, device, threads, forward_tol, timeout, result, layers)
@@ -443,48 +452,14 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
     modes = ["forward", "train"] if mode == "both" else [mode]
     return cases.walk(names, engines_, modes, prepare=lambda net: _prepare(net, batch, seed, dtype),
                       run=run, settle=settle, inference_mode="forward", threads=[threads],
-                      seed=seed, timeout=timeout, progress=progress, **_walk_options(dtype))
+                      seed=seed, timeout=timeout, progress=progress, jobs=jobs,
+                      build_options={} if dtype == "float32" else {"dtype": dtype})
 
 
 def _dtype(dtype) -> str:
     if dtype not in DTYPES:
         raise UsageError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     return dtype
-
-
-def _walk_options(dtype: str) -> dict:
-    """cases.walk's build options, where it takes them (else `_in_dtype` builds per case)."""
-    if dtype == "float32" or "build_options" not in inspect.signature(cases.walk).parameters:
-        return {}
-    return {"build_options": {"dtype": dtype}}
-
-
-def _in_dtype(p: Problem, engine: str, art, seed: int, timeout: float):
-    """The engine's build in p.dtype, or the Settled case that says why there is none: an
-    engine that declares no such dtype is skipped with its reason (before any child runs)."""
-    if p.dtype == "float32":
-        return art
-    if (why := engines.get(engine).dtype_refusal(p.dtype)) is not None:
-        return cases.Settled("skipped", why)
-    if art.manifest.get("options", {}).get("dtype") == p.dtype:
-        return art
-    if engine not in p.builds:          # once per engine: its forward and train cases share it
-        p.builds[engine] = _build_in_dtype(p, engine, seed, timeout)
-    return p.builds[engine]
-
-
-def _build_in_dtype(p: Problem, engine: str, seed: int, timeout: float):
-    try:
-        built = build(p.net, engine, seed=seed, options=p.build_options, timeout=timeout,
-                      transient=one_off(p.net))
-        if built.transient:             # closed last-in first-out: the lease ends, then it goes
-            p.resources.callback(cache.discard_transient, [built])
-        p.resources.enter_context(built.lease())
-        return built
-    except BuildFailed as e:
-        return cases.settle_child(e.status, str(e), e.stderr_tail, doing="build failed: ")
-    except ZooError as e:
-        return cases.Settled("error", f"build failed: {e}")
 
 
 def exit_status(results: list[CaseResult]) -> int:
