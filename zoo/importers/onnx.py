@@ -32,13 +32,14 @@ from ..errors import ImportRefused
 from ..files import open_regular, read_at_most
 from ..layers.pooling import pool_out
 from .common import SpecBuilder, check_file, sanitize, write
+from .onnx_patterns import MAX_OPSET, RULES, Skip as _Skip, constant_operand, parameter, silu_from_mul
 
 PP, EW = spec_pb2.PoolingParam, spec_pb2.EltwiseParam
 EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 MAX_EXTERNAL_BYTES = 8 * 2**30
 FOLDABLE = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Reshape",
             "Slice", "Mul", "Add", "Sub", "Div", "ConstantOfShape", "Range", "Expand", "Identity",
-            "Transpose", "Floor", "Ceil", "Equal", "Where", "ReduceProd", "Size"}
+            "Transpose", "Floor", "Ceil", "Equal", "Where", "ReduceProd", "Size", "Pow", "Sqrt"}
 
 
 def _load(path: Path):
@@ -288,7 +289,7 @@ def _fold_size(node, const: dict) -> int | None:
             start, limit, delta = (float(np.asarray(x).reshape(())) for x in xs)
             steps = (limit - start) / delta if delta else math.inf
             return max(math.ceil(steps), 0) if math.isfinite(steps) else None
-        if op in ("Mul", "Add", "Sub", "Div", "Equal", "Where"):
+        if op in ("Mul", "Add", "Sub", "Div", "Equal", "Where", "Pow"):
             out = _broadcast(*(x.shape for x in xs))
             return None if out is None else math.prod(out)
         if op == "Gather":
@@ -348,7 +349,8 @@ def _check_nodes(model, path: Path) -> int:
     ctx.ir_version = model.ir_version if model.ir_version > 0 else onnx.IR_VERSION
     ctx.opset_imports = {("" if d == "ai.onnx" else d): v for d, v in opsets.items()}
     for node in model.graph.node:
-        if not _is_onnx_domain(node) or not (node.op_type in FOLDABLE or hasattr(_Mapper, f"op_{node.op_type}")):
+        if not _is_onnx_domain(node) or not (node.op_type in FOLDABLE or node.op_type in RULES
+                                             or hasattr(_Mapper, f"op_{node.op_type}")):
             continue                  # not interpreted: listed as unsupported by the mapper
         try:
             checker.check_node(node, ctx)
@@ -374,6 +376,14 @@ class _Mapper:
         self.bn = {}            # spec blob of a BatchNorm -> layer name (for Mul/Add folding)
         self.consumers = Counter(i for n in nodes for i in n.input)
         self.consumers.update(o.name for o in model.graph.output)
+        self.readers = {}       # ONNX value -> the kept nodes that read it (pattern rules)
+        for n in nodes:
+            for i in dict.fromkeys(n.input):
+                self.readers.setdefault(i, []).append(n)
+        self.producers = {o: n for n in nodes for o in n.output}
+        self.deferred = {}      # Sigmoid output -> its input, made a SiLU by the Mul reading it
+        self.done = set()       # id() of nodes a pattern rule has mapped already
+        self.batch, self.first_input = None, None    # for Parameter layers
 
     def run(self):
         from onnx import TensorProto
@@ -391,8 +401,12 @@ class _Mapper:
             if tt.elem_type in (TensorProto.INT32, TensorProto.INT64):
                 lp.input_param.dtype = spec_pb2.InputParam.INT64
             self.blob[inp.name] = name
+            if self.first_input is None:
+                self.batch, self.first_input = dims[0] if dims else None, name
         for node in self.nodes:
-            fn = getattr(self, f"op_{node.op_type}", None) if _is_onnx_domain(node) else None
+            if id(node) in self.done:
+                continue
+            fn = self._rule(node)
             if fn is None:
                 self.b.unsupported[node.op_type if _is_onnx_domain(node) else f"{node.domain}.{node.op_type}"] += 1
                 continue
@@ -401,6 +415,9 @@ class _Mapper:
             except _Skip as e:
                 self.b.problems.append(f"{node.op_type} node {_label(node)}: {e}")
         for o in self.model.graph.output:
+            if o.name in self.scaled and o.name not in self.blob:
+                with contextlib.suppress(_Skip):
+                    self._scale_layer(o.name)
             if o.name not in self.blob and not self.b.unsupported and not self.b.problems:
                 self.b.problems.append(f"output {o.name!r} is not computed by a supported layer")
 
@@ -422,14 +439,47 @@ class _Mapper:
             lp.bottom[:] = [renamed.get(t, t) for t in lp.bottom]
 
     # --- helpers ------------------------------------------------------------------------
+    def _rule(self, node):
+        """The function that maps this node: a pattern rule, else an op_ method; None if none."""
+        if not _is_onnx_domain(node):
+            return None
+        r = RULES.get(node.op_type)
+        if r is not None and r.opsets[0] <= self.opset <= r.opsets[1]:
+            return lambda n, a: r.fn(self, n, a)
+        return getattr(self, f"op_{node.op_type}", None)
+
+    def consumers_of(self, value: str) -> list:
+        return self.readers.get(value, [])
+
+    def producer(self, value: str):
+        return self.producers.get(value)
+
+    def lstm_input(self, node) -> bool:
+        return any(n.op_type == "LSTM" for n in self.consumers_of(node.output[0]))
+
     def x(self, name: str) -> str:
         if name in self.blob:
             return self.blob[name]
         if name in self.tm:
             raise _Skip("a (time, batch) transpose is only expressible around an LSTM")
         if name in self.scaled:
-            raise _Skip("a product with a constant is only expressible inside a Sum")
+            return self._scale_layer(name)
+        if name in self.deferred:
+            raise _Skip("a Sigmoid deferred for a SiLU is read elsewhere")
         raise _Skip(f"input {name!r} is not computed by a supported layer")
+
+    def _scale_layer(self, name: str) -> str:
+        """A product with a scalar read outside a Sum: a Scale layer of one value."""
+        blob, k = self.scaled[name]
+        shape = self.shapes.get(name)
+        if not shape:
+            raise _Skip("a product with a constant of a blob of unknown rank")
+        node = self.producer(name)
+        ln = self.b.unique(node.name or name)
+        self.b.layer(ln, "Scale", [blob], scale_param={"shape": [1] * (len(shape) - 1)})
+        self.b.weight(ln, "scale", np.full([1] * (len(shape) - 1), k))
+        self.blob[name] = ln
+        return ln
 
     def c(self, name: str):
         """The constant value `name` (None if it is not one); only real numbers are values a
@@ -481,9 +531,6 @@ class _Mapper:
     def op_Relu(self, node, a):
         self.out(node, "ReLU", [self.x(node.input[0])])
 
-    def op_Sigmoid(self, node, a):
-        self.out(node, "Sigmoid", [self.x(node.input[0])])
-
     def op_Tanh(self, node, a):
         self.out(node, "TanH", [self.x(node.input[0])])
 
@@ -514,7 +561,7 @@ class _Mapper:
         if a.get("allowzero", 0) and 0 in shape:
             raise _Skip("Reshape with allowzero")
         in_shape = self.shapes.get(node.input[0]) or []
-        if shape and in_shape and shape[0] in (in_shape[0], -1, 0):
+        if shape and (shape[0] in (-1, 0) or shape[0] == (in_shape[0] if in_shape and in_shape[0] else self.batch)):
             shape[0] = 0      # keep the batch axis
         if shape and shape[0] != 0:
             raise _Skip(f"Reshape to {shape} changes the batch axis")
@@ -526,7 +573,8 @@ class _Mapper:
         self.out(node, "Reshape", [self.x(node.input[0])], reshape_param={"shape": shape})
 
     def op_Concat(self, node, a):
-        self.out(node, "Concat", [self.x(i) for i in node.input], concat_param={"axis": int(a["axis"])})
+        bottoms = [self.x(i) if self.c(i) is None else parameter(self, node, self.c(i)) for i in node.input]
+        self.out(node, "Concat", bottoms, concat_param={"axis": int(a["axis"])})
 
     def op_Max(self, node, a):
         self.out(node, "Eltwise", [self.x(i) for i in node.input], eltwise_param={"operation": EW.MAX})
@@ -573,10 +621,12 @@ class _Mapper:
             self.blob[node.output[0]] = blob
             self.bn[blob] = self.bn[blob]
             return
-        raise _Skip("Add of a constant that is neither an InnerProduct bias nor a BatchNorm shift")
+        constant_operand(self, node, k, "Bias")
 
     def op_Mul(self, node, a):
         consts = [self.c(i) for i in node.input]
+        if consts[0] is None and consts[1] is None and silu_from_mul(self, node):
+            return
         if consts[0] is None and consts[1] is None:
             self.out(node, "Eltwise", [self.x(i) for i in node.input], eltwise_param={"operation": EW.PROD})
             return
@@ -594,7 +644,7 @@ class _Mapper:
             self.b.weights[f"{ln}.beta"] = (self.b.weights[f"{ln}.beta"] * ch).astype(np.float32)
             self.blob[node.output[0]] = blob
             return
-        raise _Skip("Mul by a constant that is neither a scalar in a Sum nor a BatchNorm scale")
+        constant_operand(self, node, k, "Scale")
 
     def _check_channels(self, ch: np.ndarray, blob: str) -> None:
         c = self.b.weights[f"{self.bn[blob]}.gamma"].size
@@ -624,29 +674,20 @@ class _Mapper:
         if bias is not None:
             self.b.weight(name, "bias", np.broadcast_to(np.reshape(bias, -1), (w.shape[0],)))
 
-    def op_MatMul(self, node, a):
-        w = self.c(node.input[1])
-        if w is None or w.ndim != 2:
-            raise _Skip("MatMul with a non-constant or non-2-D right operand")
-        name = self.out(node, "InnerProduct", [self.x(node.input[0])], inner_product_param={
-            "num_output": int(w.shape[1]), "bias_term": False})
-        self.b.weight(name, "weight", w.T)
-
     def op_Conv(self, node, a):
         w = self.c(node.input[1])
-        if w is None or w.ndim != 4 or w.shape[2] != w.shape[3]:
-            raise _Skip("Conv needs a constant square 2-D kernel")
+        if w is None or w.ndim != 4:
+            raise _Skip("Conv needs a constant 2-D kernel")
         pads = list(a.get("pads", [0, 0, 0, 0]))
         strides, dil = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
         if (len(pads), len(strides), len(dil)) != (4, 2, 2):
             raise _Skip(f"Conv attributes of the wrong length for a 2-D kernel ({pads}, {strides}, {dil})")
-        if len(set(pads)) != 1 or strides[0] != strides[1] or dil[0] != dil[1] or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise _Skip(f"Conv with asymmetric or automatic padding, or unequal strides ({pads}, {strides})")
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise _Skip("Conv with automatic padding")
         bias = self.c(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        name = self.out(node, "Convolution", [self.x(node.input[0])], convolution_param={
-            "num_output": int(w.shape[0]), "kernel_size": int(w.shape[2]), "stride": int(strides[0]),
-            "pad": int(pads[0]), "dilation": int(dil[0]), "group": int(a.get("group", 1)),
-            "bias_term": bias is not None})
+        params = {"num_output": int(w.shape[0]), "group": int(a.get("group", 1)), "bias_term": bias is not None}
+        params.update(conv_window(w.shape[2:], strides, dil, pads))
+        name = self.out(node, "Convolution", [self.x(node.input[0])], convolution_param=params)
         self.b.weight(name, "weight", w)
         if bias is not None:
             self.b.weight(name, "bias", bias)
@@ -775,8 +816,38 @@ class _Mapper:
                 raise _Skip("LSTM whose final states are used")
 
 
-class _Skip(Exception):
-    pass
+def conv_window(kernel, strides, dil, pads) -> dict:
+    """ConvolutionParam's window fields: the one-number forms when square and symmetric (the
+    spec every engine has always read), per-axis and per-side fields otherwise."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dil
+    top, left, bottom, right = pads
+    out = {"kernel_size": int(kh)} if kh == kw else {"kernel_h": int(kh), "kernel_w": int(kw)}
+    out.update({"stride": int(sh)} if sh == sw else {"stride_h": int(sh), "stride_w": int(sw)})
+    out.update({"dilation": int(dh)} if dh == dw else {"dilation_h": int(dh), "dilation_w": int(dw)})
+    if len({top, left, bottom, right}) == 1:
+        out["pad"] = int(top)
+    elif top == bottom and left == right:
+        out.update(pad_h=int(top), pad_w=int(left))
+    else:
+        out.update(pad_top=int(top), pad_bottom=int(bottom), pad_left=int(left), pad_right=int(right))
+    return out
+
+
+def coverage() -> dict[str, dict]:
+    """What the ONNX importer maps: {ONNX op: {"zoo": zoo layer type(s), "opsets": (lo, hi)}},
+    from the pattern rules and the mapper's operator methods (for the README's table)."""
+    table = {op: {"zoo": LEGACY_TYPES.get(op, op), "opsets": (1, MAX_OPSET)}
+             for op in (n[3:] for n in dir(_Mapper) if n.startswith("op_"))}
+    table.update({r.op: {"zoo": r.zoo, "opsets": r.opsets} for r in RULES.values()})
+    return dict(sorted(table.items()))
+
+
+LEGACY_TYPES = {"Identity": "(the same blob)", "Relu": "ReLU", "Tanh": "TanH", "Gemm": "InnerProduct",
+                "Conv": "Convolution", "MaxPool": "Pooling", "AveragePool": "Pooling",
+                "GlobalAveragePool": "Pooling", "GlobalMaxPool": "Pooling", "BatchNormalization": "BatchNorm",
+                "Add": "Eltwise | Bias | InnerProduct bias | BatchNorm shift",
+                "Mul": "Eltwise | Scale | SiLU | Eltwise coefficient | BatchNorm scale",
+                "Sum": "Eltwise", "Max": "Eltwise", "Gather": "Embedding", "Squeeze": "(LSTM direction axis)"}
 
 
 def lstm_from_onnx(a: np.ndarray) -> np.ndarray:
