@@ -307,8 +307,15 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
            layers: bool = typer.Option(False, "--layers", help="compare every blob (forward) and every parameter's update (train); per-layer table"),
            plot_file: Optional[Path] = typer.Option(None, "--plot", help="with --layers: the error's growth through the network per engine (PNG)"),
            dtype: str = typer.Option("float32", "--dtype", help="float32, or float64: exact mode on the engines that compute in float64"),
-           jobs: Optional[int] = typer.Option(None, "--jobs", help="engine children at once (default: one per core, each with its share of the cores as threads)")):
+           jobs: Optional[int] = typer.Option(None, "--jobs", help="engine children at once (default: one per core, each with its share of the cores as threads)"),
+           workers: Optional[int] = typer.Option(None, "--workers", help="data-parallel: one SGD step on N workers per node against the single-process oracle (train only)"),
+           nodes: int = typer.Option(1, "--nodes", help="data-parallel: machines taking part"),
+           node_rank: int = typer.Option(0, "--node-rank", help="data-parallel: this machine's rank"),
+           master: Optional[str] = typer.Option(None, "--master", help="data-parallel: HOST:PORT of node 0")):
     """Do the engines agree with the float64 reference? Exit 0 only if every case passed."""
+    if workers is not None:
+        _verify_data_parallel(specs, engines_, mode, workers, nodes, node_rank, master, threads,
+                              device, seed, timeout, json_file)
     from zoo import verifier
     # refused here too (the API refuses them as well), before any engine starts
     options.mode(mode, ("forward", "train", "both"), "--mode")
@@ -368,6 +375,66 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
     raise typer.Exit(verifier.exit_status(results))
 
 
+def _verify_data_parallel(specs, engines_, mode, workers, nodes, node_rank, master, threads,
+                          device, seed, timeout, json_file) -> None:
+    """`zoo verify --workers N`: zoo/distributed.py, each engine's own distributed runtime."""
+    from zoo import distributed, verifier
+    if mode == "forward":
+        raise UsageError("--workers verifies the data-parallel training step: use --mode train")
+    if not specs:
+        raise UsageError("--workers needs the networks named")
+    results = distributed.verify(specs, options.engine_names(engines_) if engines_ else None,
+                                 workers=workers, nodes=nodes, node_rank=node_rank, master=master,
+                                 threads=threads, device=device, seed=seed, timeout=timeout)
+    t = Table(title=f"zoo verify --workers {workers} (data-parallel training step)")
+    for col in ("network", "engine", "workers", "status", "max rel err", "reason"):
+        t.add_column(col, overflow="fold")
+    for c in results:
+        style = STATUS_STYLE[c.status]
+        t.add_row(c.network, c.engine, str(c.workers), f"[{style}]{c.status}[/{style}]",
+                  f"{c.max_rel_err:.2e}" if c.max_rel_err is not None else "-",
+                  escape(c.reason or c.batchnorm or ""))
+    out.print(t)
+    if json_file:
+        distributed.write_json(results, json_file)
+    raise typer.Exit(verifier.exit_status(results))
+
+
+def _bench_data_parallel(specs, engines_, workers, scaling, threads, batch, warmup, iters, nodes,
+                         node_rank, master, device, timeout, json_file, csv_file, plot_file) -> None:
+    """`zoo bench --workers 1,2`: scaling through each engine's own distributed runtime."""
+    from zoo import distributed
+    if not specs:
+        raise UsageError("--workers needs the networks named")
+    tlist = options.positive_ints("--threads", threads) if threads else [1]
+    if len(tlist) != 1:
+        raise UsageError("--workers takes one --threads value (threads per worker)")
+    rows = distributed.bench(specs, options.engine_names(engines_) if engines_ else None,
+                             workers=options.positive_ints("--workers", workers), scaling=scaling,
+                             threads=tlist[0], batch=batch, warmup=warmup, iters=iters, nodes=nodes,
+                             node_rank=node_rank, master=master, device=device, timeout=timeout)
+    t = Table(title=f"zoo bench --workers {workers} --scaling {scaling}")
+    numeric = ("workers", "batch", "median ms", "samples/s", "speed-up", "efficiency")
+    for col in ("network", "engine", *numeric, "status"):
+        t.add_column(col, justify="right" if col in numeric else "left")
+    for r in rows:
+        ok = r["status"] == "ok"
+        t.add_row(r["network"], r["engine"], str(r["workers"]), str(r["batch"]),
+                  _fixed(r["median_s"] * 1e3) if ok else "-", _fixed(r["samples_per_s"]) if ok else "-",
+                  _fixed(r["speedup"], 2) if ok and r.get("speedup") is not None else "-",
+                  f"{r['efficiency']:.0%}" if ok and r.get("efficiency") is not None else "-",
+                  "ok" if ok else escape(f"{r['status']}: {r['reason']}"))
+    out.print(t)
+    if json_file:
+        distributed.write_json(rows, json_file)
+    if csv_file:
+        distributed.write_csv(rows, csv_file)
+    if plot_file:
+        distributed.plot(rows, plot_file)
+        out.print(f"wrote {plot_file}")
+    raise typer.Exit(1 if any(r["status"] == "error" for r in rows) else 0)
+
+
 @app.command()
 def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs (default: all)"),
           engines_: Optional[str] = typer.Option(None, "--engines", help="comma list (default: all)"),
@@ -387,8 +454,16 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
           max_time: float = typer.Option(20.0, "--max-time", help="seconds of timing per point at most"),
           repeat: int = typer.Option(1, "--repeat", help="run each point in K fresh processes; report their spread"),
           method: str = typer.Option("adaptive", "--method", help="adaptive, or fixed (the old fixed count)"),
-          no_peak: bool = typer.Option(False, "--no-peak", help="skip the GEMM peak measurement")):
+          no_peak: bool = typer.Option(False, "--no-peak", help="skip the GEMM peak measurement"),
+          workers: Optional[str] = typer.Option(None, "--workers", help="data-parallel training: worker counts per node, e.g. 1,2"),
+          scaling: str = typer.Option("strong", "--scaling", help="with --workers: strong (total batch split) or weak (batch per worker)"),
+          nodes: int = typer.Option(1, "--nodes", help="data-parallel: machines taking part"),
+          node_rank: int = typer.Option(0, "--node-rank", help="data-parallel: this machine's rank"),
+          master: Optional[str] = typer.Option(None, "--master", help="data-parallel: HOST:PORT of node 0")):
     """Time per mini-batch (training) or per forward pass, every engine the same way."""
+    if workers is not None:
+        _bench_data_parallel(specs, engines_, workers, scaling, threads, batch, warmup, iters, nodes,
+                             node_rank, master, device, timeout, json_file, csv_file, plot_file)
     from zoo import benchmark
     # refused here too (the API refuses them as well), before any engine starts
     options.mode(mode, ("train", "infer", "both"), "--mode")
