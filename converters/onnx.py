@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from zoo.layers import convolution as C
 from zoo.layers import pooling as P
 
 from zoo import spec_pb2
@@ -53,7 +54,8 @@ class Context:
         """An initializer named `name` unless taken; returns the name it got."""
         from onnx import numpy_helper
         name = self.values.fresh(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        # np.asarray, not ascontiguousarray: that makes a scalar (Gather's index) 1-D
+        self.initializers.append(numpy_helper.from_array(np.asarray(array, order="C"), name))
         return name
 
     def weight(self, layer, key: str) -> np.ndarray:
@@ -88,11 +90,13 @@ def inner_product(ctx, layer):
 @CONVERTERS.register("Convolution")
 def convolution(ctx, layer):
     p = layer.p
+    g = C.window(p)
     ins = [layer.bottoms[0], ctx.const(f"{layer.name}.weight", ctx.weight(layer, "weight"))]
     if p.bias_term:
         ins.append(ctx.const(f"{layer.name}.bias", ctx.weight(layer, "bias")))
-    ctx.node("Conv", ins, layer.tops, layer, kernel_shape=[p.kernel_size] * 2,
-             strides=[p.stride] * 2, pads=[p.pad] * 4, dilations=[p.dilation] * 2, group=p.group)
+    ctx.node("Conv", ins, layer.tops, layer, kernel_shape=[g.kh, g.kw], strides=[g.sh, g.sw],
+             pads=[g.pad_top, g.pad_left, g.pad_bottom, g.pad_right], dilations=[g.dh, g.dw],
+             group=p.group)
 
 
 @CONVERTERS.register("Pooling")
@@ -106,10 +110,10 @@ def pooling(ctx, layer):
     # output size lacks Caffe's rule (the last window starts inside the input or left pad)
     _, _, h, w = layer.in_shapes[0]
     _, _, oh, ow = layer.out_shapes[0]
+    g = P.geometry(p, layer.in_shapes[0])
     eh, ew = P.end_padding(p, h, w, oh, ow)
-    pad = int(p.pad)
-    attrs = dict(kernel_shape=[p.kernel_size] * 2, strides=[p.stride] * 2,
-                 pads=[pad, pad, pad + eh, pad + ew], ceil_mode=0)
+    attrs = dict(kernel_shape=[g.kh, g.kw], strides=[g.sh, g.sw],
+                 pads=[g.pad_top, g.pad_left, g.pad_bottom + eh, g.pad_right + ew], ceil_mode=0)
     if p.pool == P.MAX:
         ctx.node("MaxPool", layer.bottoms, layer.tops, layer, **attrs)
     elif p.avg_divisor != P.VALID and (eh or ew):
@@ -186,6 +190,10 @@ def eltwise(ctx, layer):
     if p.operation == spec_pb2.EltwiseParam.MAX:
         ctx.node("Max", layer.bottoms, layer.tops, layer)
         return
+    if p.operation in (spec_pb2.EltwiseParam.SUB, spec_pb2.EltwiseParam.DIV):
+        op = "Sub" if p.operation == spec_pb2.EltwiseParam.SUB else "Div"
+        ctx.node(op, layer.bottoms, layer.tops, layer)    # ONNX broadcasts as NumPy does
+        return
     terms = list(layer.bottoms)
     if len(p.coeff) and any(c != 1.0 for c in p.coeff):
         terms = []
@@ -239,6 +247,176 @@ def lstm(ctx, layer):
     ctx.node("Transpose", [tnh], layer.tops, layer, perm=[1, 0, 2])
 
 
+# --- issue 14: today's vocabulary ------------------------------------------------------------
+def _f32(x: float) -> np.ndarray:
+    return np.array(x, dtype=np.float32)
+
+
+def _axes(values, rank: int) -> np.ndarray:
+    """Spec axes (negative counts from the end) as a non-negative int64 axes input."""
+    return np.array(sorted(int(v) % rank for v in values), dtype=np.int64)
+
+
+@CONVERTERS.register("Clip")
+def clip(ctx, layer):
+    lo = ctx.const(f"{layer.name}/min", _f32(layer.p.min))
+    hi = ctx.const(f"{layer.name}/max", _f32(layer.p.max))
+    ctx.node("Clip", [layer.bottoms[0], lo, hi], layer.tops, layer)
+
+
+@CONVERTERS.register("LeakyReLU")
+def leaky_relu(ctx, layer):
+    ctx.node("LeakyRelu", layer.bottoms, layer.tops, layer, alpha=layer.p.negative_slope)
+
+
+@CONVERTERS.register("PReLU")
+def prelu(ctx, layer):
+    # ONNX broadcasts the slope from the right: per channel on (N, C, ...) is (C, 1, ...)
+    slope = ctx.weight(layer, "slope")
+    rank = len(layer.in_shapes[0])
+    if not layer.p.channel_shared:
+        slope = slope.reshape((-1,) + (1,) * (rank - 2))
+    ctx.node("PRelu", [layer.bottoms[0], ctx.const(f"{layer.name}.slope", slope)], layer.tops, layer)
+
+
+@CONVERTERS.register("ELU")
+def elu(ctx, layer):
+    ctx.node("Elu", layer.bottoms, layer.tops, layer, alpha=layer.p.alpha)
+
+
+@CONVERTERS.register("HardSigmoid")
+def hard_sigmoid(ctx, layer):
+    ctx.node("HardSigmoid", layer.bottoms, layer.tops, layer, alpha=layer.p.alpha, beta=layer.p.beta)
+
+
+@CONVERTERS.register("HardSwish")
+def hard_swish(ctx, layer):
+    ctx.node("HardSwish", layer.bottoms, layer.tops, layer)
+
+
+@CONVERTERS.register("SiLU")
+def silu(ctx, layer):
+    # opset 21 has no Swish: x * Sigmoid(x) (ONNX Runtime fuses the pair)
+    s = ctx.tmp(layer, "sigmoid")
+    ctx.node("Sigmoid", layer.bottoms, [s], layer, "sigmoid")
+    ctx.node("Mul", [layer.bottoms[0], s], layer.tops, layer)
+
+
+@CONVERTERS.register("GELU")
+def gelu(ctx, layer):
+    approximate = "tanh" if layer.p.approximate == spec_pb2.GELUParam.TANH else "none"
+    ctx.node("Gelu", layer.bottoms, layer.tops, layer, approximate=approximate)
+
+
+@CONVERTERS.register("LogSoftmax")
+def log_softmax(ctx, layer):
+    ctx.node("LogSoftmax", layer.bottoms, layer.tops, layer, axis=layer.p.axis)
+
+
+@CONVERTERS.register("Scale")
+def scale(ctx, layer):
+    x, (y,) = layer.bottoms[0], layer.tops
+    s = ctx.const(f"{layer.name}.scale", ctx.weight(layer, "scale"))
+    if not layer.p.bias_term:
+        ctx.node("Mul", [x, s], [y], layer)
+        return
+    scaled = ctx.tmp(layer, "scaled")
+    ctx.node("Mul", [x, s], [scaled], layer, "scale")
+    ctx.node("Add", [scaled, ctx.const(f"{layer.name}.bias", ctx.weight(layer, "bias"))], [y], layer)
+
+
+@CONVERTERS.register("Bias")
+def bias(ctx, layer):
+    b = ctx.const(f"{layer.name}.bias", ctx.weight(layer, "bias"))
+    ctx.node("Add", [layer.bottoms[0], b], layer.tops, layer)
+
+
+@CONVERTERS.register("Parameter")
+def parameter(ctx, layer):
+    # Expand value[None] to (N,) + shape, N read from the bottom's shape
+    value = ctx.weight(layer, "value")
+    n, shape = ctx.tmp(layer, "batch"), ctx.tmp(layer, "shape")
+    ctx.node("Shape", layer.bottoms, [n], layer, "batch", start=0, end=1)
+    ctx.node("Concat", [n, ctx.const(f"{layer.name}/value_shape", np.array(value.shape, np.int64))],
+             [shape], layer, "shape", axis=0)
+    ctx.node("Expand", [ctx.const(f"{layer.name}.value", value[None]), shape], layer.tops, layer)
+
+
+@CONVERTERS.register("Reduce")
+def reduce(ctx, layer):
+    p = layer.p
+    op = {spec_pb2.ReduceParam.SUM: "ReduceSum", spec_pb2.ReduceParam.MEAN: "ReduceMean",
+          spec_pb2.ReduceParam.MAX: "ReduceMax"}[p.operation]
+    axes = ctx.const(f"{layer.name}/axes", _axes(p.axis, len(layer.in_shapes[0])))
+    ctx.node(op, [layer.bottoms[0], axes], layer.tops, layer, keepdims=int(p.keepdims))
+
+
+@CONVERTERS.register("Transpose")
+def transpose(ctx, layer):
+    ctx.node("Transpose", layer.bottoms, layer.tops, layer, perm=[int(a) for a in layer.p.order])
+
+
+@CONVERTERS.register("Slice")
+def slice_(ctx, layer):
+    p = layer.p
+    sizes = ctx.const(f"{layer.name}/sizes", np.array([int(n) for n in p.size], np.int64))
+    ctx.node("Split", [layer.bottoms[0], sizes], layer.tops, layer,
+             axis=int(p.axis) % len(layer.in_shapes[0]))
+
+
+@CONVERTERS.register("Squeeze")
+def squeeze(ctx, layer):
+    axes = ctx.const(f"{layer.name}/axes", _axes(layer.p.axis, len(layer.in_shapes[0])))
+    ctx.node("Squeeze", [layer.bottoms[0], axes], layer.tops, layer)
+
+
+@CONVERTERS.register("Unsqueeze")
+def unsqueeze(ctx, layer):
+    # ONNX's axes are positions in the output, as the spec's
+    axes = ctx.const(f"{layer.name}/axes", _axes(layer.p.axis, len(layer.out_shapes[0])))
+    ctx.node("Unsqueeze", [layer.bottoms[0], axes], layer.tops, layer)
+
+
+@CONVERTERS.register("Gather")
+def gather(ctx, layer):
+    # a scalar index removes the axis, as the spec's Gather
+    p = layer.p
+    index = ctx.const(f"{layer.name}/index", np.array(int(p.index), np.int64))
+    ctx.node("Gather", [layer.bottoms[0], index], layer.tops, layer,
+             axis=int(p.axis) % len(layer.in_shapes[0]))
+
+
+@CONVERTERS.register("LayerNorm")
+def layer_norm(ctx, layer):
+    p, s = layer.p, layer.in_shapes[0]
+    axis = int(p.axis) % len(s)
+    if p.scale_bias:
+        gamma, beta = ctx.weight(layer, "gamma"), ctx.weight(layer, "beta")
+    else:
+        gamma, beta = np.ones(s[axis:], np.float32), np.zeros(s[axis:], np.float32)
+    ins = [layer.bottoms[0], ctx.const(f"{layer.name}.gamma", gamma), ctx.const(f"{layer.name}.beta", beta)]
+    ctx.node("LayerNormalization", ins, layer.tops, layer, axis=axis, epsilon=p.eps)
+
+
+@CONVERTERS.register("MatMul")
+def matmul(ctx, layer):
+    p = layer.p
+    ins = list(layer.bottoms)
+    rank = len(layer.in_shapes[0])
+    swap = list(range(rank - 2)) + [rank - 1, rank - 2]
+    for i, (flag, part) in enumerate(((p.transpose_a, "a_t"), (p.transpose_b, "b_t"))):
+        if flag:
+            t = ctx.tmp(layer, part)
+            ctx.node("Transpose", [ins[i]], [t], layer, part, perm=swap)
+            ins[i] = t
+    if p.scale == 1:
+        ctx.node("MatMul", ins, layer.tops, layer)
+        return
+    product = ctx.tmp(layer, "matmul")
+    ctx.node("MatMul", ins, [product], layer, "matmul")
+    ctx.node("Mul", [product, ctx.const(f"{layer.name}/scale", _f32(p.scale))], layer.tops, layer)
+
+
 def make_model(net, weights, opset: int = DEFAULT_OPSET):
     import onnx
     from onnx import TensorProto, helper
@@ -264,7 +442,9 @@ def make_model(net, weights, opset: int = DEFAULT_OPSET):
 def check_shapes(model, net) -> None:
     """ONNX's strict shape inference must give zoo's shape for every blob."""
     import onnx
-    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    # data_prop: the batch size flows through Shape -> Concat -> Expand (Parameter)
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
+                                                 data_prop=True)
     seen = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
         dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]

@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 from zoo import spec_pb2
+from zoo.layers import convolution as C
 from zoo.layers import pooling as P
 
 from .registry import Registry, UniqueNames
@@ -117,16 +118,55 @@ def inner_product(ctx, layer):
     ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({x})")
 
 
+def _pair(a: int, b: int) -> str:
+    """One int when both axes agree (nn.Conv2d(.., 3, ..)), else the (h, w) tuple."""
+    return str(a) if a == b else f"({a}, {b})"
+
+
+def _pad_explicitly(ctx, x: str, sides: tuple[int, int, int, int], fill: str = "") -> str:
+    """F.pad of `x` by (top, bottom, left, right) into a new local; returns its name."""
+    top, bottom, left, right = sides
+    padded = ctx.temp(f"{x}_pad")
+    ctx.fwd.append(f"{padded} = F.pad({x}, ({left}, {right}, {top}, {bottom}){fill})")
+    return padded
+
+
 @CONVERTERS.register("Convolution")
 def convolution(ctx, layer):
-    p, a = layer.p, ctx.attr(layer)
+    p, a, x = layer.p, ctx.attr(layer), ctx.v(layer.bottoms[0])
+    g = C.window(p)
+    padding = _pair(g.pad_top, g.pad_left)
+    if g.pad_top != g.pad_bottom or g.pad_left != g.pad_right:
+        # nn.Conv2d pads symmetrically: asymmetric sides are padded (with zeros) beforehand
+        x, padding = _pad_explicitly(ctx, x, g.pads), "0"
     ctx.init.append(f"self.{a} = nn.Conv2d({layer.in_shapes[0][1]}, {p.num_output}, "
-                    f"{p.kernel_size}, stride={p.stride}, padding={p.pad}, dilation={p.dilation}, "
-                    f"groups={p.group}, bias={p.bias_term})")
+                    f"{_pair(g.kh, g.kw)}, stride={_pair(g.sh, g.sw)}, padding={padding}, "
+                    f"dilation={_pair(g.dh, g.dw)}, groups={p.group}, bias={p.bias_term})")
     ctx.param(layer, "weight", "weight")
     if p.bias_term:
         ctx.param(layer, "bias", "bias")
-    ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({ctx.v(layer.bottoms[0])})")
+    ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({x})")
+
+
+def _torch_pool_out(h: int, k: int, s: int, pad: int, ceil: bool) -> int:
+    """PyTorch's pooled size along one axis (its CEIL rule drops a last window that starts
+    at or beyond H + pad, even with pad 0, where the spec keeps it)."""
+    if not ceil:
+        return (h + 2 * pad - k) // s + 1
+    out = -(-(h + 2 * pad - k) // s) + 1
+    return out - 1 if (out - 1) * s >= h + pad else out
+
+
+def _native_pool_padding(layer, g, ceil: bool) -> tuple[int, int] | None:
+    """(pad_h, pad_w) when nn.MaxPool2d / nn.AvgPool2d computes the layer as stated:
+    symmetric pads each <= kernel/2 and the spec's output size; else None."""
+    if g.pad_top != g.pad_bottom or g.pad_left != g.pad_right:
+        return None
+    if 2 * g.pad_top > g.kh or 2 * g.pad_left > g.kw:
+        return None
+    _, _, h, w = layer.in_shapes[0]
+    got = (_torch_pool_out(h, g.kh, g.sh, g.pad_top, ceil), _torch_pool_out(w, g.kw, g.sw, g.pad_left, ceil))
+    return (g.pad_top, g.pad_left) if got == tuple(layer.out_shapes[0][2:]) else None
 
 
 @CONVERTERS.register("Pooling")
@@ -137,30 +177,52 @@ def pooling(ctx, layer):
         ctx.init.append(f"self.{a} = nn.{cls}(1)")
         ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({x})")
         return
-    k, s, pad, ceil = int(p.kernel_size), int(p.stride), int(p.pad), p.round_mode == P.CEIL
-    if 2 * pad > k:
-        # PyTorch's pools take pad <= kernel/2 only: pad explicitly, then pool unpadded.
-        # The output-size rule and the divisor are re-derived for the padded input.
-        padded = ctx.temp(f"{x}_pad")
+    g, ceil = P.geometry(p, layer.in_shapes[0]), p.round_mode == P.CEIL
+    kernel, stride = _pair(g.kh, g.kw), _pair(g.sh, g.sw)
+    native = _native_pool_padding(layer, g, ceil)
+    if native is not None:
+        pad = _pair(*native)
         if p.pool == P.MAX:
-            ctx.fwd.append(f"{padded} = F.pad({x}, ({pad},) * 4, value=float('-inf'))")
-        elif p.avg_divisor == P.PADDED:
-            ctx.fwd.append(f"{padded} = F.pad({x}, ({pad},) * 4)")
+            ctx.init.append(f"self.{a} = nn.MaxPool2d({kernel}, stride={stride}, padding={pad}, "
+                            f"ceil_mode={ceil})")
         else:
-            from .registry import Unsupported
-            raise Unsupported(f"torch: layer {layer.name!r}: AVE pooling with pad > kernel/2 "
-                              "and the VALID divisor")
-        x, pad = padded, 0
-        if ceil:
-            from .registry import Unsupported
-            raise Unsupported(f"torch: layer {layer.name!r}: CEIL pooling with pad > kernel/2")
+            include = p.avg_divisor != P.VALID   # PADDED: padding counts (Caffe's divisor)
+            ctx.init.append(f"self.{a} = nn.AvgPool2d({kernel}, stride={stride}, padding={pad}, "
+                            f"ceil_mode={ceil}, count_include_pad={include})")
+        ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({x})")
+        return
+    _explicit_pooling(ctx, layer, g, x, a, kernel, stride)
+
+
+def _explicit_pooling(ctx, layer, g, x, a, kernel, stride):
+    """Pads PyTorch's pools do not take (asymmetric, > kernel/2, or a CEIL size its rule
+    gives otherwise): every pad, and the CEIL overhang, padded beforehand; then an unpadded
+    FLOOR pool. MAX pads with -inf; AVE sums each window and divides by the stated
+    divisor, a constant (oh, ow) map kept as a buffer."""
+    p = layer.p
+    _, _, h, w = layer.in_shapes[0]
+    _, _, oh, ow = layer.out_shapes[0]
+    eh, ew = P.end_padding(p, h, w, oh, ow)
+    sides = (g.pad_top, g.pad_bottom + eh, g.pad_left, g.pad_right + ew)
     if p.pool == P.MAX:
-        ctx.init.append(f"self.{a} = nn.MaxPool2d({k}, stride={s}, padding={pad}, ceil_mode={ceil})")
-    else:
-        include = p.avg_divisor != P.VALID   # PADDED: padding counts (Caffe's divisor)
-        ctx.init.append(f"self.{a} = nn.AvgPool2d({k}, stride={s}, padding={pad}, "
-                        f"ceil_mode={ceil}, count_include_pad={include})")
-    ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({x})")
+        x = _pad_explicitly(ctx, x, sides, ", value=float('-inf')")
+        ctx.init.append(f"self.{a} = nn.MaxPool2d({kernel}, stride={stride})")
+        ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({x})")
+        return
+    x = _pad_explicitly(ctx, x, sides)
+    divisor = P.divisor_map(p, h, w, oh, ow)
+    if np.all(divisor == g.kh * g.kw):
+        ctx.init.append(f"self.{a} = nn.AvgPool2d({kernel}, stride={stride})")
+        ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({x})")
+        return
+    # window sums (divisor_override=1) over the stated divisor: whole numbers, exact in any
+    # float type, so the float64 oracle stays the reference
+    buf = ctx.attrs.fresh(f"{a}_divisor")
+    ctx.init.append(f"self.{a} = nn.AvgPool2d({kernel}, stride={stride}, divisor_override=1)")
+    ctx.init.append(f"self.register_buffer({buf!r}, torch.empty({oh}, {ow}))   "
+                    "# the stated divisor per output position")
+    ctx.state[buf] = divisor.astype(np.float32)
+    ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({x}) / self.{buf}")
 
 
 @CONVERTERS.register("ReLU", "Sigmoid", "TanH")
@@ -219,6 +281,10 @@ def eltwise(ctx, layer):
         expr = " + ".join(x if c == 1.0 else f"{num(c)} * {x}" for c, x in zip(coeff, xs))
     elif op == spec_pb2.EltwiseParam.PROD:
         expr = " * ".join(xs)
+    elif op == spec_pb2.EltwiseParam.SUB:
+        expr = f"{xs[0]} - {xs[1]}"
+    elif op == spec_pb2.EltwiseParam.DIV:
+        expr = f"{xs[0]} / {xs[1]}"
     else:
         expr = xs[0]
         for x in xs[1:]:
@@ -262,6 +328,180 @@ def lstm(ctx, layer):
     ctx.param(layer, "bias", "bias_ih_l0")
     ctx.state[f"{a}.bias_hh_l0"] = np.zeros(4 * h, dtype=np.float32)
     ctx.fwd.append(f"{ctx.out(layer)}, _ = self.{a}({ctx.v(layer.bottoms[0])})")
+
+
+# --- issue 14: today's vocabulary ------------------------------------------------------------
+def _module(ctx, layer, init: str) -> None:
+    """A layer that is one nn module applied to its one bottom."""
+    a = ctx.attr(layer)
+    ctx.init.append(f"self.{a} = {init}")
+    ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({ctx.v(layer.bottoms[0])})")
+
+
+def _f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+@CONVERTERS.register("Clip")
+def clip(ctx, layer):
+    lo, hi = float(layer.p.min), float(layer.p.max)
+    _module(ctx, layer, "nn.ReLU6()" if (lo, hi) == (0.0, 6.0) else f"nn.Hardtanh({num(lo)}, {num(hi)})")
+
+
+@CONVERTERS.register("LeakyReLU")
+def leaky_relu(ctx, layer):
+    _module(ctx, layer, f"nn.LeakyReLU({num(layer.p.negative_slope)})")
+
+
+@CONVERTERS.register("PReLU")
+def prelu(ctx, layer):
+    # nn.PReLU's weight is the spec's slope, (C,) on axis 1 or (1,) shared
+    c = 1 if layer.p.channel_shared else layer.in_shapes[0][1]
+    _module(ctx, layer, f"nn.PReLU({c})")
+    ctx.param(layer, "slope", "weight")
+
+
+@CONVERTERS.register("ELU")
+def elu(ctx, layer):
+    _module(ctx, layer, f"nn.ELU({num(layer.p.alpha)})")
+
+
+@CONVERTERS.register("HardSigmoid")
+def hard_sigmoid(ctx, layer):
+    alpha, beta = float(layer.p.alpha), float(layer.p.beta)
+    if (alpha, beta) == (_f32(1 / 6), 0.5):      # nn.Hardsigmoid's constants
+        _module(ctx, layer, "nn.Hardsigmoid()")
+        return
+    x = ctx.v(layer.bottoms[0])
+    ctx.fwd.append(f"{ctx.out(layer)} = ({num(alpha)} * {x} + {num(beta)}).clamp(0.0, 1.0)   # hard sigmoid")
+
+
+@CONVERTERS.register("HardSwish", "SiLU")
+def hard_swish_silu(ctx, layer):
+    _module(ctx, layer, {"HardSwish": "nn.Hardswish()", "SiLU": "nn.SiLU()"}[layer.type])
+
+
+@CONVERTERS.register("GELU")
+def gelu(ctx, layer):
+    approximate = "tanh" if layer.p.approximate == spec_pb2.GELUParam.TANH else "none"
+    _module(ctx, layer, f"nn.GELU(approximate={approximate!r})")
+
+
+@CONVERTERS.register("LogSoftmax")
+def log_softmax(ctx, layer):
+    ctx.fwd.append(f"{ctx.out(layer)} = torch.log_softmax({ctx.v(layer.bottoms[0])}, dim={layer.p.axis})")
+
+
+def _learned(ctx, layer, keys: list[str], shape) -> str:
+    """Learned blobs as an nn.ParameterDict: their state_dict names are "ATTR.KEY", the
+    canonical weight names ("scale", "bias", "value")."""
+    a = ctx.attr(layer)
+    dims = ", ".join(str(int(d)) for d in shape)
+    entries = ", ".join(f"{k!r}: nn.Parameter(torch.empty({dims}))" for k in keys)
+    ctx.init.append(f"self.{a} = nn.ParameterDict({{{entries}}})")
+    for k in keys:
+        ctx.param(layer, k, k)
+    return a
+
+
+@CONVERTERS.register("Scale")
+def scale(ctx, layer):
+    p = layer.p
+    keys = ["scale", "bias"] if p.bias_term else ["scale"]
+    a, x = _learned(ctx, layer, keys, p.shape), ctx.v(layer.bottoms[0])
+    expr = f"{x} * self.{a}['scale']" + (f" + self.{a}['bias']" if p.bias_term else "")
+    ctx.fwd.append(f"{ctx.out(layer)} = {expr}")
+
+
+@CONVERTERS.register("Bias")
+def bias(ctx, layer):
+    a, x = _learned(ctx, layer, ["bias"], layer.p.shape), ctx.v(layer.bottoms[0])
+    ctx.fwd.append(f"{ctx.out(layer)} = {x} + self.{a}['bias']")
+
+
+@CONVERTERS.register("Parameter")
+def parameter(ctx, layer):
+    shape = [int(d) for d in layer.p.shape]
+    a, x = _learned(ctx, layer, ["value"], shape), ctx.v(layer.bottoms[0])
+    dims = ", ".join(str(d) for d in shape)
+    ctx.fwd.append(f"{ctx.out(layer)} = self.{a}['value'].expand({x}.shape[0], {dims})")
+
+
+def _axes(values, rank: int) -> tuple[int, ...]:
+    """Spec axes (negative counts from the end) as non-negative dims, sorted."""
+    return tuple(sorted(int(v) % rank for v in values))
+
+
+def _dims(axes: tuple[int, ...]) -> str:
+    return str(axes[0]) if len(axes) == 1 else str(axes)
+
+
+@CONVERTERS.register("Reduce")
+def reduce(ctx, layer):
+    p = layer.p
+    fn = {spec_pb2.ReduceParam.SUM: "torch.sum", spec_pb2.ReduceParam.MEAN: "torch.mean",
+          spec_pb2.ReduceParam.MAX: "torch.amax"}[p.operation]
+    dims = _dims(_axes(p.axis, len(layer.in_shapes[0])))
+    ctx.fwd.append(f"{ctx.out(layer)} = {fn}({ctx.v(layer.bottoms[0])}, dim={dims}, "
+                   f"keepdim={bool(p.keepdims)})")
+
+
+@CONVERTERS.register("Transpose")
+def transpose(ctx, layer):
+    order = ", ".join(str(int(a)) for a in layer.p.order)
+    ctx.fwd.append(f"{ctx.out(layer)} = {ctx.v(layer.bottoms[0])}.permute({order})")
+
+
+@CONVERTERS.register("Slice")
+def slice_(ctx, layer):
+    p = layer.p
+    axis = int(p.axis) % len(layer.in_shapes[0])
+    tops = ", ".join(ctx.v(t) for t in layer.tops) + ("," if len(layer.tops) == 1 else "")
+    sizes = ", ".join(str(int(n)) for n in p.size)
+    ctx.fwd.append(f"{tops} = torch.split({ctx.v(layer.bottoms[0])}, [{sizes}], dim={axis})")
+
+
+@CONVERTERS.register("Squeeze")
+def squeeze(ctx, layer):
+    dims = _dims(_axes(layer.p.axis, len(layer.in_shapes[0])))
+    ctx.fwd.append(f"{ctx.out(layer)} = {ctx.v(layer.bottoms[0])}.squeeze({dims})")
+
+
+@CONVERTERS.register("Unsqueeze")
+def unsqueeze(ctx, layer):
+    # positions in the output: inserted in increasing order, each lands where stated
+    axes = _axes(layer.p.axis, len(layer.out_shapes[0]))
+    ctx.fwd.append(f"{ctx.out(layer)} = {ctx.v(layer.bottoms[0])}"
+                   + "".join(f".unsqueeze({a})" for a in axes))
+
+
+@CONVERTERS.register("Gather")
+def gather(ctx, layer):
+    p = layer.p
+    axis = int(p.axis) % len(layer.in_shapes[0])
+    index = int(p.index) % layer.in_shapes[0][axis]
+    ctx.fwd.append(f"{ctx.out(layer)} = {ctx.v(layer.bottoms[0])}.select({axis}, {index})")
+
+
+@CONVERTERS.register("LayerNorm")
+def layer_norm(ctx, layer):
+    p, s = layer.p, layer.in_shapes[0]
+    shape = tuple(s[int(p.axis) % len(s):])
+    _module(ctx, layer, f"nn.LayerNorm({list(shape)}, eps={num(p.eps)}, "
+                        f"elementwise_affine={bool(p.scale_bias)})")
+    if p.scale_bias:
+        ctx.param(layer, "gamma", "weight")
+        ctx.param(layer, "beta", "bias")
+
+
+@CONVERTERS.register("MatMul")
+def matmul(ctx, layer):
+    p = layer.p
+    a, b = (ctx.v(x) for x in layer.bottoms)
+    a = f"{a}.transpose(-2, -1)" if p.transpose_a else a
+    b = f"{b}.transpose(-2, -1)" if p.transpose_b else b
+    scale = "" if p.scale == 1 else f" * {num(p.scale)}"
+    ctx.fwd.append(f"{ctx.out(layer)} = torch.matmul({a}, {b}){scale}")
 
 
 @CONVERTERS.register("SoftmaxWithLoss")

@@ -110,3 +110,33 @@ def test_train_mode_is_skipped_not_passed_for_onnx():
     rs = verifier.verify(["linreg"], ["onnx"], mode="train")
     assert [r.status for r in rs] == ["skipped"] and "inference only" in rs[0].reason
     assert verifier.exit_status(rs) == 1
+
+
+# --- issue 14: every layer-case row, in process ---------------------------------------------
+from layer_cases import CASES  # noqa: E402
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_layer_case_passes_the_checker_and_onnx_runtime_computes_the_reference(case):
+    """Each row's model passes the full checker and ONNX's strict shape inference gives zoo's
+    shape for every blob (check_shapes); ONNX Runtime, at batch 3 (the symbolic N), computes
+    every network output within the default forward tolerance of the float64 reference."""
+    import onnx
+    import onnxruntime as ort
+    from zoo import compare, data, reference
+    from zoo import tolerances as T
+    from zoo.converters import onnx as conv
+    net = zoo.from_text(CASES[case], file=f"tests/layer_cases.py:{case}")
+    weights = W.for_net(net, 0)
+    model = conv.make_model(net, weights)
+    onnx.checker.check_model(model, full_check=True)
+    conv.check_shapes(model, net)
+    net3 = net.with_batch(3)
+    inputs = data.make(net3, 0, include_labels=False)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: inputs[i.name] for i in sess.get_inputs()}
+    got = dict(zip(net3.outputs, sess.run(list(net3.outputs), feeds)))
+    ref = reference.forward(net3, weights, inputs, with_loss=False)
+    for out in net3.outputs:
+        d = compare.allclose(out, got[out], ref[out], T.FORWARD)
+        assert d.ok, f"{case}: output {out!r}: {d}"
