@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import EngineUnavailable, Unsupported, UsageError
-from .layers import pooling as P
 
 
 @dataclass(frozen=True)
@@ -258,17 +257,7 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
                      "GlobalAveragePool or LRN (onnxruntime 1.x)"),
     Engine("torch", ("torch",), ("torch",), "torch", train=True,
            converter="zoo.converters.torch", runner="zoo.runners.torch",
-           dtypes=("float32", "float64"),
-           gaps=(Gap("Pooling", "PyTorch's pools take pad <= kernel/2; padding explicitly "
-                     "would count it in the VALID divisor",
-                     lambda l, net: (not l.p.global_pooling and 2 * l.p.pad > l.p.kernel_size
-                                     and l.p.pool == P.AVE and l.p.avg_divisor == P.VALID),
-                     "AVE with pad > kernel/2 and the VALID divisor"),
-                 Gap("Pooling", "PyTorch's pools take pad <= kernel/2; padded explicitly, the "
-                     "CEIL rule would differ",
-                     lambda l, net: (not l.p.global_pooling and 2 * l.p.pad > l.p.kernel_size
-                                     and l.p.round_mode == P.CEIL),
-                     "CEIL with pad > kernel/2"))),
+           dtypes=("float32", "float64")),
     Engine("tensorflow", ("tensorflow-cpu", "tensorflow", "keras"), ("tensorflow", "keras"),
            "tensorflow", train=True,
            converter="zoo.converters.tensorflow", runner="zoo.runners.tensorflow",

@@ -114,13 +114,19 @@ def pooling(layer, xs, es, w, ys, k, u=U):
 
 @rule("Eltwise")
 def eltwise(layer, xs, es, w, ys, k, u=U):
-    op = layer.p.operation
-    if op == spec_pb2.EltwiseParam.SUM:
-        coeff = [abs(float(c)) for c in layer.p.coeff] or [1.0] * len(xs)
+    # bottoms may broadcast (NumPy's rule): every term is taken at the output's shape
+    op, E = layer.p.operation, spec_pb2.EltwiseParam
+    xs, es = np.broadcast_arrays(*xs), np.broadcast_arrays(*es)
+    if op in (E.SUM, E.SUB):
+        coeff = ([abs(float(c)) for c in layer.p.coeff] or [1.0] * len(xs)) if op == E.SUM else [1.0, 1.0]
         terms = sum(c * np.abs(x) for c, x in zip(coeff, xs))
         return [quadrature(*(c * e for c, e in zip(coeff, es)), u * terms)]
-    if op == spec_pb2.EltwiseParam.MAX:
+    if op == E.MAX:
         return [np.max(np.stack(es), axis=0)]
+    if op == E.DIV:
+        # to first order: d(a/b) = da/|b| + |a/b| db/|b|; the quotient rounds once
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return [(es[0] + np.abs(ys[0]) * es[1]) / np.abs(xs[1]) + u * np.abs(ys[0])]
     # PROD: d(prod) = sum_i E_i prod_{j != i} (|x_j| + E_j); each product rounds once
     total = np.zeros(ys[0].shape)
     for i, e in enumerate(es):
