@@ -260,6 +260,7 @@ class CaseProgress:
         self.title, self.plan, self.done = title, plan, 0
         self.started = time.monotonic()
         self.bar: Optional[Progress] = None
+        self.running: List[str] = []     # cases begun and not yet done (engines run side by side)
 
     def __enter__(self) -> "CaseProgress":
         if err.is_terminal and not err.is_dumb_terminal:
@@ -274,12 +275,28 @@ class CaseProgress:
             self.bar.stop()
 
     def _running(self) -> str:
-        running = self.plan[self.done] if self.done < len(self.plan) else "finishing"
+        if self.running:
+            running = "; ".join(self.running)
+        else:   # before the first case starts: the first one planned
+            running = self.plan[self.done] if self.done < len(self.plan) else "finishing"
         return escape(f"{self.title}: {running}")
 
-    def case_done(self, line: str) -> None:
+    @staticmethod
+    def label(network: str, engine: str, mode: str, threads=None) -> str:
+        return f"{network} {engine} {mode}" + (f" threads={threads}" if threads else "")
+
+    def case_started(self, case) -> None:
+        """A case began (cases.walk's `started`): the bar names it."""
+        self.running.append(self.label(case.network, case.engine, case.mode, case.threads))
+        if self.bar is not None:
+            self.bar.update(self.task, description=self._running())
+            self.bar.refresh()
+
+    def case_done(self, line: str, label: str = "") -> None:
         """One case finished: `line` says how (plain text, printed as it is)."""
         self.done += 1
+        if label in self.running:
+            self.running.remove(label)
         if self.bar is not None:
             self.bar.console.print(line, highlight=False, markup=False)
             self.bar.update(self.task, completed=self.done, description=self._running())
@@ -349,10 +366,11 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
     with CaseProgress("zoo verify", _plan(specs, engine_list, modes)) as shown:
         def progress(c):
             shown.case_done(f"{c.status:7} {c.network} {c.engine} {c.mode} "
-                            f"({c.seconds:.1f}s)" + (f": {why(c)}" if why(c) else ""))
+                            f"({c.seconds:.1f}s)" + (f": {why(c)}" if why(c) else ""),
+                            shown.label(c.network, c.engine, c.mode, threads))
 
         results = zoo.verify(specs or None, engine_names, mode, batch, atol, rtol, seed, device,
-                             threads, timeout, progress, layers, dtype, jobs)
+                             threads, timeout, progress, layers, dtype, jobs, shown.case_started)
     for c in results:
         style = STATUS_STYLE[c.status]
         t.add_row(c.network, c.engine, c.mode, f"[{style}]{c.status}[/{style}]",
@@ -483,14 +501,13 @@ def bench(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs 
         _say_whole_zoo("benchmarking", len(engine_list) * len(tlist) * len(modes))
     with CaseProgress("zoo bench", _plan(specs, engine_list, modes, tlist)) as shown:
         def progress(row):
-            shown.case_done(f"{row['network']} {row['engine']} {row['mode']}"
-                            + (f" threads={row['threads']}" if row["threads"] else "") + ": "
-                            + (f"{_fixed(row['median_s'] * 1e3)} ms" if row["status"] == "ok"
-                               else f"{row['status']}: {row['reason']}"))
+            label = shown.label(row["network"], row["engine"], row["mode"], row["threads"])
+            shown.case_done(label + ": " + (f"{_fixed(row['median_s'] * 1e3)} ms" if row["status"] == "ok"
+                                            else f"{row['status']}: {row['reason']}"), label)
 
         rows = zoo.bench(names, engine_names, device, tlist, batch, mode, warmup, iters,
                          min_time, layers, timeout=timeout, options={"xla": xla} if xla else None,
-                         progress=progress, ci_width=ci_width, max_time=max_time, repeat=repeat,
+                         progress=progress, started=shown.case_started, ci_width=ci_width, max_time=max_time, repeat=repeat,
                          method=method, peak=not no_peak)
     t = Table(title=f"zoo bench ({device}; {rows[0]['environment']['cpu'] if rows else ''})")
     numeric = ("threads", "batch", "median ms", "CI ±%", "p99 ms", "iters", "samples/s", "GFLOP/s",

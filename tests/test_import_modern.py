@@ -4,7 +4,6 @@ the torch.export-based one (the default), imported, compared in float64 with tor
 on torch and ONNX Runtime and trained on torch; and each pattern rule of the importer on a
 small hand-built ONNX graph, compared with ONNX Runtime."""
 
-import shutil
 import warnings
 
 import numpy as np

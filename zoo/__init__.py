@@ -100,7 +100,7 @@ def verify(names: list[str | Path | Net] | None = None, engines: list[str] | Non
            threads: int | None = None, timeout: float = 900.0,
            progress: Callable[[CaseResult], None] | None = None,
            layers: bool = False, dtype: str = "float32",
-           jobs: int | None = None) -> list[CaseResult]:
+           jobs: int | None = None, started: Callable | None = None) -> list[CaseResult]:
     """Do the engines compute what the specs mean? One CaseResult per network x engine x
     mode, in that order.
 
@@ -117,13 +117,14 @@ def verify(names: list[str | Path | Net] | None = None, engines: list[str] | Non
     float64 built and judged at float64's bounds (zoo/tolerances.py); the others skipped with
     their reason. `jobs`: engine children at once (default: one per core, each with its share
     of the cores as threads; each engine's child serves all its cases, zoo/isolation.py).
-    `progress(result)` is called after each case. A CaseResult has
+    `started(case)` is called as each case begins (case.network, .engine, .mode, .threads)
+    and `progress(result)` after it. A CaseResult has
     .status ("pass", "fail", "error", "skipped"), .reason, .max_abs_err, .max_rel_err,
     .first_bad_layer, .layers, .seconds and .to_dict(). Meaningless options raise UsageError
     before anything runs."""
     from .verifier import verify as _verify
     return _verify(names, engines, mode, batch, atol, rtol, seed, device, threads, timeout,
-                   progress, layers, dtype, jobs)
+                   progress, layers, dtype, jobs, started)
 
 
 def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None = None,
@@ -133,7 +134,7 @@ def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None
           timeout: float = 1800.0, options: dict | None = None,
           progress: Callable[[dict], None] | None = None, ci_width: float = 0.1,
           max_time: float = 20.0, repeat: int = 1, method: str = "adaptive",
-          peak: bool = True) -> list[dict]:
+          peak: bool = True, started: Callable | None = None) -> list[dict]:
     """Time per mini-batch, every engine the same way: one row (a dict) per network x engine
     x mode x thread count, in that order.
 
@@ -150,12 +151,13 @@ def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None
     "peak_gflops"/"peak_fraction" (the machine's float32 GEMM peak, measured once and cached,
     unless `peak=False`), "peak_rss_mb" (and "layers" with `layers=True`, a separate
     profiling pass). `options` are the engine's (e.g. {"xla": True} for tensorflow).
-    `progress(row)` is called after each row. zoo.benchmark.write_csv and zoo.benchmark.plot
+    `started(case)` is called as each point begins, `progress(row)` after it.
+    zoo.benchmark.write_csv and zoo.benchmark.plot
     write the rows out; zoo.report.write makes an HTML page of them."""
     from .benchmark import bench as _bench
     return _bench(names, engines, device, threads, batch, mode, warmup, iters, min_time,
                   layers, seed, timeout, options, progress, ci_width, max_time, repeat,
-                  method, peak)
+                  method, peak, started)
 
 
 def import_model(path: str | Path, out: str | Path, weights: str | Path | None = None,

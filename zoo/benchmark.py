@@ -83,7 +83,7 @@ def bench(names: list | None = None, engines_: list[str] | None = None, device: 
           seed: int = 0, timeout: float = 1800.0, options: dict | None = None,
           progress: Callable[[dict], None] | None = None, ci_width: float = 0.1,
           max_time: float = 20.0, repeat: int = 1, method: str = "adaptive",
-          peak: bool = True) -> list[dict]:
+          peak: bool = True, started: Callable[[cases.Case], None] | None = None) -> list[dict]:
     """Time networks (default: the whole zoo) on engines (default: all registered). A case
     that cannot run (zoo/cases.py: not installed, no training step, no loss layer to train,
     unsupported, build failed) is a row with its status and reason and no time. Options that
@@ -138,7 +138,7 @@ def bench(names: list | None = None, engines_: list[str] | None = None, device: 
     modes = ["train", "infer"] if mode == "both" else [mode]
     return cases.walk(names, engines_, modes, prepare=prepare, run=run, settle=settle,
                       inference_mode="infer", threads=threads, seed=seed, timeout=timeout,
-                      progress=progress)
+                      progress=progress, started=started)
 
 
 def statistics_settings(method: str, ci_width, max_time, min_time: float) -> dict:

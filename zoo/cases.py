@@ -155,15 +155,17 @@ def walk(names: list | None, engine_names: list[str] | None, modes: list[str], *
          threads: list[int | None] = (None,),
          seed: int = 0, timeout: float = 900.0,
          progress: Callable[[R], None] | None = None,
-         jobs: int | None = ONE_SHOT, build_options: dict | None = None) -> list[R]:
+         jobs: int | None = ONE_SHOT, build_options: dict | None = None,
+         started: Callable[[Case], None] | None = None) -> list[R]:
     """Every case of names (default: the zoo) x engines (default: all) x modes x threads,
     in that order; `inference_mode` is the mode to suggest for a network without a loss.
     jobs: how the children run (the module's docstring); call it from the main thread.
     build_options: every build's (e.g. {"dtype": "float64"}: an engine that declares no
-    float64 is skipped with its reason before anything is built)."""
+    float64 is skipped with its reason before anything is built). `started(case)` is called
+    as each case begins and `progress(result)` as it ends (one call at a time)."""
     engs = [engines.get(e) for e in engine_names] if engine_names else list(engines.ENGINES.values())
     walk_one = _EngineWalk(engs, modes, threads, run, settle, inference_mode, seed, timeout,
-                           _serialised(progress), dict(build_options or {}))
+                           _serialised(progress), dict(build_options or {}), _serialised(started))
     networks = names or N.S.zoo_names()
     if jobs == ONE_SHOT or os.environ.get(ONE_SHOT_VAR) == "1":
         return _walk_one_at_a_time(networks, prepare, walk_one)
@@ -271,11 +273,11 @@ class _EngineWalk:
     build made once, when first needed. Called from the walk's threads."""
 
     def __init__(self, engs, modes, threads, run, settle, inference_mode, seed, timeout, progress,
-                 build_options: dict):
+                 build_options: dict, started=None):
         self.engs, self.modes, self.threads = engs, modes, threads
         self.run, self.settle, self.inference_mode = run, settle, inference_mode
         self.seed, self.timeout, self.progress = seed, timeout, progress
-        self.build_options = build_options
+        self.build_options, self.started = build_options, started
         self.dtype = build_options.get("dtype", "float32")
         self.stop = threading.Event()
 
@@ -294,6 +296,8 @@ class _EngineWalk:
                     if self.stop.is_set():
                         raise ZooError("the walk was stopped")
                     case = Case(net.name, eng.name, mode, t, time.perf_counter())
+                    if self.started:
+                        self.started(case)
                     result = self._one(case, net, prepared, eng, native)
                     results.append(result)
                     if self.progress:
@@ -309,7 +313,7 @@ class _EngineWalk:
 
 
 def _serialised(progress: Callable | None) -> Callable | None:
-    """`progress`, called by one thread at a time."""
+    """A callback (progress, started), called by one thread at a time."""
     if progress is None:
         return None
     lock = threading.Lock()

@@ -404,7 +404,8 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
            batch: int = DEFAULT_BATCH, atol: float | None = None, rtol: float | None = None,
            seed: int = 0, device: str = "cpu", threads: int | None = None,
            timeout: float = 900.0, progress: Callable[[CaseResult], None] | None = None,
-           layers: bool = False, dtype: str = "float32", jobs: int | None = None) -> list[CaseResult]:
+           layers: bool = False, dtype: str = "float32", jobs: int | None = None,
+           started: Callable[[cases.Case], None] | None = None) -> list[CaseResult]:
     """Verify networks (default: the whole zoo) on engines (default: all registered). Options
     that would make the check meaningless are refused (zoo.errors.UsageError, exit 2).
     layers: compare every blob (forward, with every blob exposed) and every parameter's
@@ -452,7 +453,7 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
     modes = ["forward", "train"] if mode == "both" else [mode]
     return cases.walk(names, engines_, modes, prepare=lambda net: _prepare(net, batch, seed, dtype),
                       run=run, settle=settle, inference_mode="forward", threads=[threads],
-                      seed=seed, timeout=timeout, progress=progress, jobs=jobs,
+                      seed=seed, timeout=timeout, progress=progress, jobs=jobs, started=started,
                       build_options={} if dtype == "float32" else {"dtype": dtype})
 
 

@@ -108,7 +108,7 @@ def _load_external(model, base: Path) -> None:
             raise ImportRefused(f"tensor {t.name!r}: external data {loc!r} goes through a symbolic link")
         if base_real not in full.resolve().parents:
             raise ImportRefused(f"tensor {t.name!r}: external data {loc!r} is outside the model's folder")
-        refuse = lambda msg: ImportRefused(f"tensor {t.name!r}: external data {loc!r}: {msg}")  # noqa: E731
+        refuse = lambda msg, t=t, loc=loc: ImportRefused(f"tensor {t.name!r}: external data {loc!r}: {msg}")  # noqa: E731
         with open_regular(full, refuse, follow_symlinks=False) as f:     # no FIFO, no device
             st = os.fstat(f.fileno())
             if st.st_nlink > 1:
