@@ -1,17 +1,22 @@
-"""TensorFlow/Keras: runs the model.keras of a build (loaded with safe_mode=True).
+"""TensorFlow/Keras: runs the model.keras of a build (loaded with safe_mode=True), and for
+training its train.keras (the same layers, the labels as further inputs, the spec's loss as
+the output: the converter builds the loss, the runner has no formula of its own).
 
 Threads through tf.config.threading before any op runs (and the TF_NUM_* variables the
-parent sets). The training step is a GradientTape step of the spec's loss with SGD as
-PyTorch defines it: Keras's SGD (v = mu v - lr g; w += v) is the same update for a constant
-learning rate, and weight decay is added to the gradient explicitly (Keras's own
-weight_decay is decoupled, a different rule). options {"xla": true} compiles the training
-and inference steps with XLA (jit_compile) for the benchmark.
+parent sets). The training step is generic: feed, a GradientTape step of the training
+model's output with SGD as PyTorch defines it: Keras's SGD (v = mu v - lr g; w += v) is the
+same update for a constant learning rate, and weight decay is added to the gradient
+explicitly (Keras's own weight_decay is decoupled, a different rule). A float64 build
+(options {"dtype": "float64"} at build time) is fed and answers float64. Runner options
+{"xla": true} compiles the training and inference steps with XLA (jit_compile) for the
+benchmark.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .base import ManifestError
 from .base import Runner as BaseRunner
 
 
@@ -22,8 +27,7 @@ class Runner(BaseRunner):
         import tensorflow as tf
 
         if self.threads:
-            tf.config.threading.set_intra_op_parallelism_threads(int(self.threads))
-            tf.config.threading.set_inter_op_parallelism_threads(1)
+            _set_threads(tf, int(self.threads))
         import keras
 
         self.tf, self.keras = tf, keras
@@ -35,6 +39,8 @@ class Runner(BaseRunner):
         with tf.device(self.tf_device):
             self.model = keras.saving.load_model(str(self.dir / "model.keras"), safe_mode=True)
         self.heads = self.meta["heads"]
+        self.dtype = self.meta.get("dtype", "float32")
+        self.train_model = None      # train.keras, loaded by the first training step
         self.xla = bool(self.options.get("xla"))
 
     def cuda_missing(self):
@@ -52,8 +58,12 @@ class Runner(BaseRunner):
             return np.ascontiguousarray(a.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(a.shape[0], -1))
         return a
 
+    def _cast(self, a: np.ndarray) -> np.ndarray:
+        """Float inputs in the model's float type; ids and labels as they are."""
+        return a.astype(self.dtype, copy=False) if a.dtype.kind == "f" else a
+
     def _feed(self, inputs):
-        return [inputs[name] for name in self.meta["inputs"] if name in inputs]
+        return [self._cast(inputs[name]) for name in self.meta["inputs"] if name in inputs]
 
     def forward(self, inputs, expose=None):
         blobs = self.outputs_for(expose)
@@ -70,69 +80,81 @@ class Runner(BaseRunner):
         return {b: self._to_spec_layout(b, np.asarray(o)) for b, o in zip(blobs, outs)}
 
     # --- training -------------------------------------------------------------------------
-    def _loss(self, heads: dict, inputs: dict):
-        tf = self.tf
-        total = 0.0
-        for layer in self.net.loss_layers:
-            w = float(layer.p.loss_weight)
-            a = heads[layer.bottoms[0]]
-            b = layer.bottoms[1]
-            other = inputs[b] if b in inputs else heads[b]
-            if layer.type == "SoftmaxWithLoss":
-                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=other, logits=a)
-                total += w * tf.reduce_mean(ce)
-            else:
-                total += w * tf.reduce_sum(tf.square(a - tf.cast(other, a.dtype))) / (2.0 * tf.cast(tf.shape(a)[0], a.dtype))
-        return total
+    def _training_model(self):
+        """The build's train.keras: the model's layers, labels as inputs, the loss as output."""
+        from zoo.converters.tensorflow import TRAIN_MODEL_FILE
+        if TRAIN_MODEL_FILE not in self.manifest["files"]:
+            raise ManifestError(f"{self.dir}: no {TRAIN_MODEL_FILE} (a build by an older zoo, or "
+                                "a network without loss layers); rebuild it with --force")
+        if self.train_model is None:
+            with self.tf.device(self.tf_device):
+                self.train_model = self.keras.saving.load_model(str(self.dir / TRAIN_MODEL_FILE),
+                                                                safe_mode=True)
+        return self.train_model
+
+    def _optimizer(self):
+        """PyTorch's SGD as Keras's: the same update for a constant learning rate. Its
+        learning-rate variable is made in the model's float type (floatx), so that a float64
+        step is not fed a float32-rounded rate."""
+        t, config = self.net.train, self.keras.config
+        previous = config.floatx()
+        config.set_floatx(self.dtype)
+        try:
+            return self.keras.optimizers.SGD(learning_rate=float(t.lr), momentum=float(t.momentum))
+        finally:
+            config.set_floatx(previous)
 
     def _step_fn(self, dropout: bool):
-        tf, t = self.tf, self.net.train
+        tf = self.tf
+        model = self._training_model()
         if not dropout:
-            for layer in self.model.layers:
+            for layer in model.layers:
                 if isinstance(layer, self.keras.layers.Dropout):
                     layer.rate = 0.0     # verify: Dropout is the identity
-        opt = self.keras.optimizers.SGD(learning_rate=float(t.lr), momentum=float(t.momentum))
-        variables = self.model.trainable_variables
-        wd = float(t.weight_decay)
-        feed_names = self.meta["inputs"]
-        labels = self.net.labels
+        opt = self._optimizer()
+        variables = model.trainable_variables
+        wd = float(self.net.train.weight_decay)
 
-        def step(feed, label_values):
+        def step(feed):
             with tf.GradientTape() as tape:
-                outs = self.model(feed, training=True)
-                outs = outs if isinstance(outs, (list, tuple)) else [outs]
-                loss = self._loss(dict(zip(self.heads, outs)), dict(zip(labels, label_values)))
+                loss = model(feed, training=True)
             grads = tape.gradient(loss, variables)
-            if wd:
-                grads = [g + wd * v for g, v in zip(grads, variables)]
-            opt.apply_gradients(zip(grads, variables))
+            # PyTorch's coupled weight decay (Keras's own is decoupled, a different rule);
+            # a variable without a gradient is left alone, as torch.optim leaves it
+            pairs = [(g + wd * v if wd else g, v) for g, v in zip(grads, variables) if g is not None]
+            opt.apply_gradients(pairs)
             return loss
 
-        del feed_names
         return tf.function(step, jit_compile=self.xla)
 
-    def _split(self, inputs):
-        feed = [self.tf.constant(inputs[n]) for n in self.meta["inputs"]]
-        labels = [self.tf.constant(inputs[n]) for n in self.net.labels]
-        return feed, labels
+    def _train_feed(self, inputs):
+        names = self.meta["inputs"] + self.meta["labels"]
+        return [self.tf.constant(self._cast(inputs[n])) for n in names]
 
     def train_step(self, inputs, steps=1):
         with self.tf.device(self.tf_device):
             step = self._step_fn(dropout=False)
-            feed, labels = self._split(inputs)
-            losses = [float(step(feed, labels)) for _ in range(steps)]
+            feed = self._train_feed(inputs)
+            losses = [float(step(feed)) for _ in range(steps)]
+        return losses, self._trained_weights()
+
+    def _trained_weights(self) -> dict:
+        """Every weight in the spec's canonical layout, read back from the training model
+        (a layer off the loss's path is only in the inference model, and was not updated)."""
         from zoo.converters.tensorflow import TRANSFORMS
+        trained = {layer.name for layer in self.train_model.layers}
         weights = {}
         for a in self.meta["assign"]:
-            value = self.model.get_layer(a["layer"]).get_weights()[a["index"]]
+            model = self.train_model if a["layer"] in trained else self.model
+            value = model.get_layer(a["layer"]).get_weights()[a["index"]]
             weights[a["key"]] = TRANSFORMS[a["transform"]][1](value, a["arg"])
-        return losses, weights
+        return weights
 
     def make_iteration(self, inputs, mode):
         tf = self.tf
-        with tf.device(self.tf_device):
-            feed, labels = self._split(inputs)
         if mode == "infer":
+            with tf.device(self.tf_device):
+                feed = [tf.constant(x) for x in self._feed(inputs)]
             fn = tf.function(lambda f: self.model(f, training=False), jit_compile=self.xla)
 
             def infer():
@@ -140,11 +162,13 @@ class Runner(BaseRunner):
                     out = fn(feed)
                     (out[0] if isinstance(out, (list, tuple)) else out).numpy()   # synchronise
             return infer
-        step = self._step_fn(dropout=True)
+        with tf.device(self.tf_device):
+            step = self._step_fn(dropout=True)
+            feed = self._train_feed(inputs)
 
         def train():
             with tf.device(self.tf_device):
-                step(feed, labels).numpy()     # the loss on the host: the step has finished
+                step(feed).numpy()     # the loss on the host: the step has finished
         return train
 
     def device_name(self) -> str:
@@ -152,3 +176,15 @@ class Runner(BaseRunner):
 
     def versions(self):
         return {"tensorflow": self.tf.__version__, "keras": self.keras.__version__}
+
+
+def _set_threads(tf, threads: int) -> None:
+    """Thread counts are fixed when TensorFlow's runtime starts. A worker child whose runtime
+    an earlier job already started (a build, another runner) keeps the counts it started
+    with: the TF_NUM_* variables the parent set for this worker, which is one per thread
+    count (zoo/isolation.py), so they are these."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
