@@ -95,9 +95,12 @@ def run(engine: str, action: str, job: dict, arrays: dict[str, np.ndarray] | Non
         keep_dir: Path | None = None) -> ChildResult:
     """Run `action` of `engine` in a fresh child process; never raises for the child's failures.
     A one-job `Worker`: the child is started for this job and ended after it. Inside
-    `routed_to(pool)` the job goes to that pool's long-lived Worker instead."""
+    `routed_to(pool)` the job goes to that pool's long-lived Worker instead, except a build:
+    a converter may load protobuf classes that clash with the engine's own in one process
+    (zoo's caffe_pb2 and pycaffe's both define package `caffe`), so builds keep a child of
+    their own (they are cached: one per network and engine)."""
     pool = _routing.get()
-    if pool is not None:
+    if pool is not None and action != "build":
         return pool.run(engine, action, job, arrays, threads=threads, device=device,
                         timeout=timeout, keep_dir=keep_dir)
     with signals_end_children(), Worker(engine, threads, device) as worker:
