@@ -266,8 +266,8 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
            quiet_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
     Engine("mxnet", ("mxnet",), ("mxnet",), "mxnet", train=True,
            converter="zoo.converters.mxnet", runner="zoo.runners.mxnet",
-           thread_vars=("MXNET_CPU_WORKER_NTHREADS",),
-           dtype_gap="converters/mxnet.py does not build float64 models yet"),
+           dtypes=("float32", "float64"),   # float64 LRN is refused by the converter (float32 kernel)
+           thread_vars=("MXNET_CPU_WORKER_NTHREADS",)),
     # real BVLC Caffe, built by scripts/build_caffe.sh (no wheel exists)
     Engine("caffe", (), ("caffe",), "caffe", train=True,
            converter="zoo.converters.caffe", runner="zoo.runners.caffe", gaps=CAFFE_FILE_GAPS,
