@@ -338,10 +338,6 @@ def _module(ctx, layer, init: str) -> None:
     ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({ctx.v(layer.bottoms[0])})")
 
 
-def _f32(x: float) -> float:
-    return float(np.float32(x))
-
-
 @CONVERTERS.register("Clip")
 def clip(ctx, layer):
     lo, hi = float(layer.p.min), float(layer.p.max)
