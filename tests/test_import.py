@@ -18,6 +18,12 @@ from zoo.importers import import_model
 
 DATA = Path(__file__).parent / "data"
 BIG = {"fcn-s", "alexnet-s", "resnet-50"}  # round-tripped too, but their files are large
+# The round trips cover the survey's networks. Today's four (specs/make_modern.py) are not
+# round-tripped yet: the Caffe importer has no rules for their layers (SE Scale with a second
+# bottom, Permute, ...) and vit-b-16's 86 M parameters make an ONNX round trip minutes long;
+# their import is the import issue's work (tests/test_import_modern.py covers their blocks).
+MODERN = {"resnet-18", "mobilenet-v2", "efficientnet-b0", "vit-b-16"}
+ROUND_TRIPPED = [n for n in S.zoo_names() if n not in MODERN]
 
 
 def same_function(original, imported_spec) -> float:
@@ -56,14 +62,14 @@ def assert_same_network(original: str, imported_spec) -> None:
     assert any(r.status == "pass" for r in results)
 
 
-@pytest.mark.parametrize("name", S.zoo_names())
+@pytest.mark.parametrize("name", ROUND_TRIPPED)
 def test_onnx_round_trip(name, tmp_path):
     require_engine("onnx")
     art = zoo.build(name, "onnx")
     assert_same_network(name, import_model(art.path / "model.onnx", tmp_path / "imp"))
 
 
-@pytest.mark.parametrize("name", S.zoo_names())
+@pytest.mark.parametrize("name", ROUND_TRIPPED)
 def test_caffe_round_trip(name, tmp_path):
     require_engine("caffe")
     art = zoo.build(name, "caffe")
