@@ -79,7 +79,7 @@ def test_float64_never_runs_the_probe(monkeypatch):
         res.arrays.update(wrong)
         return res
     monkeypatch.setattr(V.isolation, "run", engine_run)
-    art = V._in_dtype(p, "torch", build(p.net, "torch", options={"dtype": "float64"}), 0, 900)
+    art = build(p.net, "torch", options={"dtype": "float64"})
     case = V.CaseResult(p.net.name, "torch", "train", "error", dtype="float64")
     V._train_case(p, "torch", art, "cpu", None, T.LOSS64, 900, 0, case)
     assert case.status == "fail" and case.tolerance_source == "default", case
