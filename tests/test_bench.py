@@ -19,7 +19,7 @@ KEYS = ["network", "engine", "device", "threads", "batch", "mode", "median_s", "
 def test_bench_cli_writes_json_csv_and_plots(tmp_path):
     out = tmp_path / "r.json"
     r = subprocess.run([sys.executable, "-m", "zoo.cli", "bench", "alexnet-r", "linreg", "--threads", "1,2",
-                        "--batch", "8", "--iters", "2", "--min-time", "0", "--warmup", "1", "--mode", "both",
+                        "--batch", "8", "--iters", "2", "--min-time", "0", "--max-time", "1", "--warmup", "1", "--mode", "both",
                         "--json", str(out), "--csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "r.png")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
