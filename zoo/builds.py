@@ -30,6 +30,7 @@ from . import __version__, cache, engines, isolation
 from . import net as N
 from . import weights as W
 from .errors import EngineUnavailable, SpecError, UsageError, ZooError
+from .files import sha256_file, swap_folder
 
 SPACE_FACTOR = 3                  # weights.npz + the engine's copy (+ TF's second one) of them
 SPACE_MARGIN = 32 * 2**20         # spec, graph files, manifest
@@ -75,14 +76,6 @@ def one_off(net: N.Net) -> bool:
     return net.path is None or Path(os.path.realpath(net.path)).parent != specs_dir()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_key(net: N.Net, weights_sha: str, engine: engines.Engine, options: dict) -> str:
     ident = {"spec": net.sha256, "weights": weights_sha, "engine": engine.name,
              "versions": engine.versions(), "zoo": __version__, "options": options,
@@ -96,7 +89,7 @@ def _converter_digest(engine: engines.Engine) -> str:
     import importlib.util
     spec = importlib.util.find_spec(engine.converter_module)
     origin = Path(spec.origin) if spec and spec.origin else None
-    return _sha256_file(origin) if origin and origin.is_file() else "-"
+    return sha256_file(origin) if origin and origin.is_file() else "-"
 
 
 def build(net_or_name, engine: str, out: str | Path | None = None, seed: int = 0,
@@ -152,7 +145,7 @@ def _write(net, eng, weights, wsha, key, seed, options, target, timeout, in_proc
         else:
             _save_weights(weights, tmp / "weights.npz")
         meta = _convert(net, eng, weights, tmp, options, timeout, in_process, target)
-        files = {str(p.relative_to(tmp)): _sha256_file(p)
+        files = {str(p.relative_to(tmp)): sha256_file(p)
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
             "zoo_version": __version__, "key": key, "network": net.name,
@@ -166,7 +159,7 @@ def _write(net, eng, weights, wsha, key, seed, options, target, timeout, in_proc
         if in_cache:
             manifest["transient"] = bool(transient)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap_into_place(tmp, target)
+        swap_folder(tmp, target)
         return manifest
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -188,21 +181,6 @@ def _convert(net, eng, weights, tmp: Path, options, timeout, in_process, target)
         raise BuildFailed(f"{eng.name} build of {net.name} failed: {res.reason}", res.status,
                           res.stderr_tail)
     return res.result
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    """Replace `target` by `tmp` (the caller holds the target's lock)."""
-    if not os.path.lexists(target):
-        os.rename(tmp, target)
-        return
-    old = target.parent / f".{target.name}.old-{os.getpid()}-{time.time_ns()}"
-    os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --- what may be replaced --------------------------------------------------------------------
@@ -257,7 +235,7 @@ def _inspect(target: Path, strict: bool) -> tuple[dict, bool]:
                          "move them or choose another --out")
     for rel, digest in manifest["files"].items():
         path = target / rel
-        if rel in found and (path.is_symlink() or not path.is_file() or _sha256_file(path) != digest):
+        if rel in found and (path.is_symlink() or not path.is_file() or sha256_file(path) != digest):
             if strict:
                 raise OutRefused(f"{path} was changed since zoo wrote it; zoo will not overwrite "
                                  "it: move it or choose another --out")

@@ -9,9 +9,12 @@ at limit + 1 bytes whatever the size said. `refuse(message)` builds the caller's
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -72,3 +75,28 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "not a plain file"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def swap_folder(tmp: Path, target: Path) -> None:
+    """Put the finished folder `tmp` in place of `target` (the caller checked that zoo may
+    replace it and holds any lock): the old one is renamed aside first and put back if the
+    second rename fails, so `target` is never half of each."""
+    if not os.path.lexists(target):
+        os.rename(tmp, target)
+        return
+    old = target.parent / f".{target.name}.old-{os.getpid()}-{time.time_ns()}"
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -11,7 +11,6 @@ from the input). Folders and files are made under the user's umask; a full disk 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from .. import spec as S
 from .. import spec_pb2
 from .. import weights as W
 from ..cache import is_no_space, no_space
+from ..files import sha256_file, swap_folder
 from ..errors import ImportRefused, SpecError, UsageError
 
 MAX_MODEL_BYTES = 4 * 2**30
@@ -186,7 +186,7 @@ def _write_folder(builder: SpecBuilder, out: Path, source: Path) -> None:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the import is an ordinary folder
         (tmp / f"{fname}.prototxt").write_text(S.to_prototxt(builder.spec))
         W.save(builder.weights, tmp / f"{fname}.npz")
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({
             "zoo_import": 1, "source": str(source), "files": files,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
@@ -223,35 +223,15 @@ def _not_ours(out: Path) -> str | None:
         return f"it holds files zoo did not write: {', '.join(extra[:3])}"
     for name, digest in files.items():
         p = out / name
-        if p.is_symlink() or not p.is_file() or _sha256(p) != digest:
+        if p.is_symlink() or not p.is_file() or sha256_file(p) != digest:
             return f"{name} was changed since zoo wrote it"
     return None
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if not any(out.iterdir()):            # an empty folder the user made for the import
+    if out.exists() and not any(out.iterdir()):   # an empty folder the user made for the import
         out.rmdir()
-        os.rename(tmp, out)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    swap_folder(tmp, out)
 
 
 def _umask() -> int:
