@@ -4,6 +4,7 @@ wall time of each, their ratio and a case-by-case check that the statuses are id
 
     .venv/bin/python benchmarks/verify_speed.py [--names linreg,twolayer] [--engines a,b]
                                                 [--mode both] [--jobs N] [--batch N]
+                                                [--json FILE]
 
   old path  a fresh child per job, one case at a time: jobs=1 with ZOO_ONE_SHOT=1, which
             makes zoo/cases.py's walk ignore the pool (what verify did before the pool)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import sys
 import time
@@ -81,6 +83,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--mode", default="both", choices=verifier.MODES)
     ap.add_argument("--jobs", type=int, default=None, help="the new path's jobs (default: one per core)")
     ap.add_argument("--batch", type=int, default=verifier.DEFAULT_BATCH)
+    ap.add_argument("--json", help="also write every case of both paths (network, engine, mode, "
+                    "status, reason) to this file")
     args = ap.parse_args(argv)
     if "jobs" not in inspect.signature(verifier.verify).parameters:
         print("zoo.verifier.verify has no `jobs` parameter yet: it must pass jobs to cases.walk",
@@ -107,6 +111,12 @@ def main(argv: list[str]) -> int:
           + ("statuses identical" if not diff else f"{len(diff)} statuses differ:"))
     for line in diff:
         print(f"  {line}")
+    if args.json:
+        rows = lambda rs: [{"network": r.network, "engine": r.engine, "mode": r.mode,
+                            "status": r.status, "reason": r.reason} for r in rs]
+        with open(args.json, "w") as f:
+            json.dump({"old_s": old_s, "new_s": new_s, "jobs": jobs, "old": rows(old),
+                       "new": rows(new)}, f, indent=1)
     for r in old:                   # what the statuses are, when they are not passes
         if r.status in ("fail", "error"):
             print(f"  old path {r.status}: {r.network}/{r.engine}/{r.mode}: {r.reason[:160]}")
