@@ -269,10 +269,9 @@ def _start(proc: Proc, rundir: Path) -> subprocess.Popen:
     logs = rundir / "logs"
     logs.mkdir(exist_ok=True)
     with open(logs / f"{proc.name}.out", "ab") as out, open(logs / f"{proc.name}.err", "ab") as err:
-        popen = isolation._spawn(proc.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                 env=proc.env, start_new_session=True)
-    isolation._live[popen.pid] = popen      # SIGTERM/SIGINT/SIGHUP: kill_children ends its group
-    return popen
+        # SIGTERM/SIGINT/SIGHUP: kill_children ends its group
+        return isolation.start_group(proc.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                     env=proc.env)
 
 
 def _slot_files(rundir: Path, slot: int) -> tuple[Path, Path]:
@@ -336,13 +335,13 @@ def _end(started) -> None:
     for _, popen in started:
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=10)
-        isolation._live.pop(popen.pid, None)
+        isolation.forget_group(popen)
 
 
 def _tails(rundir: Path, started) -> str:
     parts = []
     for proc, _ in started:
-        text = isolation._tail(rundir / "logs" / f"{proc.name}.err")
+        text = isolation.tail(rundir / "logs" / f"{proc.name}.err")
         if text:
             parts.append(f"[{proc.name}]\n{text}")
     return "\n".join(parts)

@@ -422,14 +422,14 @@ class _Child:
             wall = time.perf_counter() - t0
             if code is None:
                 self.stop()     # before reading stderr: nothing more is written to it
-            tail = _tail(self.folder / "stderr.txt")
+            err_tail = tail(self.folder / "stderr.txt")
             if keep_dir:
                 for name in ("stdout.txt", "stderr.txt"):
                     shutil.copyfile(self.folder / name, work / name)
             if code is None:
                 return ChildResult("timeout", reason=f"timed out after {timeout:g} s (process "
-                                   "group killed)", stderr_tail=tail, wall_s=wall)
-            return _outcome(work, code, tail, wall)
+                                   "group killed)", stderr_tail=err_tail, wall_s=wall)
+            return _outcome(work, code, err_tail, wall)
         finally:
             if not keep_dir:
                 shutil.rmtree(work, ignore_errors=True)
@@ -595,6 +595,19 @@ def _on_signal(signo, _frame) -> None:
     raise Terminated(signo, killed)
 
 
+def start_group(argv: list[str], **popen_kw) -> subprocess.Popen:
+    """Start a child as the leader of its own process group, registered so that a
+    terminating signal (kill_children) ends it and everything it started. Pair with
+    forget_group once it has been reaped."""
+    popen = _spawn(argv, start_new_session=True, **popen_kw)
+    _live[popen.pid] = popen
+    return popen
+
+
+def forget_group(popen: subprocess.Popen) -> None:
+    _live.pop(popen.pid, None)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -602,7 +615,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def _tail(path: Path, n: int = STDERR_TAIL) -> str:
+def tail(path: Path, n: int = STDERR_TAIL) -> str:
+    """The last n lines of a log file (empty when it cannot be read)."""
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
