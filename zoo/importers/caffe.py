@@ -5,10 +5,14 @@ including the old V1 `layers` format. Caffe's in-place layers (top == bottom) be
 blobs named after the layer; BatchNorm + Scale become one BatchNorm; an InnerProduct on a
 4-D blob gets an explicit Flatten; Caffe's pooling is CEIL unless `ceil_mode: false`, and its
 average divisor counts padding (PADDED). `Python` layers are refused (they import and run
-code). Data layers carry no shapes: give a deploy prototxt (Input layer or `input_dim`).
-Without a .caffemodel the weights are made from a seed (the result's notes say so; bounded to
-MAX_SEEDED_BYTES). V1 layers are upgraded to V2 messages as Caffe does; each layer's bottom and
-top counts are checked before it is mapped.
+code). A train_val prototxt imports too: its TEST-phase data layer becomes Inputs of the
+shapes it would feed (batch_size; crop_size or the stated image size; 3 colour channels unless
+the layer says otherwise, which the notes state), its label top an INT64 label Input when a
+loss reads it; Accuracy and Silence layers are dropped (noted); loss layers keep their
+loss_weight (GoogLeNet's auxiliary heads: 0.3). Without a .caffemodel the weights are made
+from a seed (the result's notes say so; bounded to MAX_SEEDED_BYTES). V1 layers are upgraded
+to V2 messages as Caffe does; each layer's bottom and top counts are checked before it is
+mapped.
 
 Sequences: Caffe's LSTM is time-major (blobs (T, N, ...)) with a second input `cont` that
 is 0 where a sequence starts and 1 where it goes on; zoo's are batch-first from a zero
@@ -47,6 +51,7 @@ V1_TYPES = {"CONVOLUTION": "Convolution", "INNER_PRODUCT": "InnerProduct", "POOL
 DATA_TYPES = {"Data", "ImageData", "MemoryData", "HDF5Data", "WindowData", "DummyData"}
 ZP = spec_pb2.PoolingParam
 DROPPED = {"Accuracy", "Silence"}     # metrics and sinks: no part of the network's function
+COLOR_CHANNELS = 3    # a Data layer's images come from its database: colour unless it says so
 # (fewest, most) bottoms and tops of each layer type zoo maps, as Caffe's own layers check them
 # (ExactNumBottomBlobs, MinTopBlobs, ...); None: no upper bound
 ARITY = {
@@ -54,6 +59,7 @@ ARITY = {
     "Eltwise": ((2, None), (1, 1)), "Scale": ((1, 2), (1, 1)),
     "LSTM": ((1, 3), (1, 1)),          # Caffe's takes 2 or 3; with 1, op_LSTM says what is missing
     "SoftmaxWithLoss": ((2, 2), (1, 2)), "EuclideanLoss": ((2, 2), (1, 1)),
+    **{t: ((0, 0), (1, 2)) for t in DATA_TYPES},     # data (and label)
 }
 ONE_TO_ONE = ((1, 1), (1, 1))         # every other mapped type
 
@@ -131,9 +137,25 @@ def _upgrade_v1(v1):
 
 
 def import_caffe(prototxt: str | Path, out: str | Path, weights: str | Path | None = None, seed: int = 0,
-                 name: str | None = None, force: bool = False):
+                 name: str | None = None, force: bool = False, loss: str | None = None):
+    """Import a Caffe model into folder OUT (see zoo.importers.import_model)."""
     from .. import weights as W
 
+    prototxt = Path(prototxt)
+    b = translate(prototxt, weights, name)
+    if weights is None:    # no .caffemodel: seeded weights for the imported spec
+        spec_net = check_net(b.spec, prototxt)
+        _check_seeded_size(spec_net, prototxt)
+        b.weights = W.make(spec_net, seed)
+        b.notes.append(f"no .caffemodel given: {b.spec.name}.npz holds random weights made from seed "
+                       f"{seed}, not trained values (--weights MODEL.caffemodel imports the model's own)")
+    return write(b, Path(out), prototxt, force, loss=loss)
+
+
+def translate(prototxt: str | Path, weights: str | Path | None = None, name: str | None = None) -> SpecBuilder:
+    """The whole translation, nothing written: a SpecBuilder holding the spec (valid) and, with
+    WEIGHTS, the .caffemodel's weights; refused as a whole otherwise. Tests read a model too
+    big to seed weights for (VGG-16) through this."""
     prototxt = Path(prototxt)
     net = _read_net(prototxt)
     blobs = _read_weights(Path(weights)) if weights else None
@@ -143,14 +165,10 @@ def import_caffe(prototxt: str | Path, out: str | Path, weights: str | Path | No
     m = _Mapper(b, blobs, time_major=bool(lstms), conts={lp.bottom[1] for lp in lstms if len(lp.bottom) > 1})
     m.inputs(net)
     m.run(layers)
+    m.finish()
     b.refuse_if_unsupported(str(prototxt))
-    if blobs is None:    # no .caffemodel: seeded weights for the imported spec
-        spec_net = check_net(b.spec, prototxt)
-        _check_seeded_size(spec_net, prototxt)
-        b.weights = W.make(spec_net, seed)
-        b.notes.append(f"no .caffemodel given: {b.spec.name}.npz holds random weights made from seed "
-                       f"{seed}, not trained values (--weights MODEL.caffemodel imports the model's own)")
-    return write(b, Path(out), prototxt, force)
+    check_net(b.spec, prototxt)
+    return b
 
 
 def _check_seeded_size(net, source: Path) -> None:
@@ -172,6 +190,8 @@ class _Mapper:
         self.cur: dict[str, str] = {}      # Caffe blob name -> current spec blob
         self.rank: dict[str, int] = {}     # spec blob -> rank (for InnerProduct/Flatten)
         self.bn_pending: dict[str, str] = {}   # spec blob of a BatchNorm without Scale yet -> layer
+        self.labels: set[str] = set()      # label Inputs made from data layers (dropped if unused)
+        self.dropped: list[str] = []       # Accuracy and Silence layers
 
     def inputs(self, net):
         # deploy style: `input: "data"` with input_shape or input_dim
@@ -215,12 +235,13 @@ class _Mapper:
             if type_ == "Python":
                 raise ImportRefused(f"layer {name!r}: type 'Python' imports and runs code; refused")
             if type_ in DROPPED:
+                self.dropped.append(f"{name} ({type_})")
                 continue
             fn = getattr(self, f"op_{type_}", None)
             if fn is None:
                 if type_ in DATA_TYPES:
-                    self.b.problems.append(f"layer {name!r} ({type_}): data layers carry no shapes; import a "
-                                           "deploy prototxt (Input layer or input_dim)")
+                    self.b.problems.append(f"layer {name!r} ({type_}): its data carries no shapes zoo can read; "
+                                           "import a deploy prototxt (Input layer or input_dim)")
                 else:
                     self.b.unsupported[type_] += 1
                 continue
@@ -246,6 +267,64 @@ class _Mapper:
         self.cur[tops[0]] = spec_name       # in-place layers: the Caffe name now means this blob
         self.rank[spec_name] = rank
         return spec_name
+
+    def finish(self):
+        """After the last layer: label Inputs no loss reads go (their Accuracy layers were
+        dropped), and the notes say what was dropped."""
+        used = {b_ for l in self.b.spec.layer for b_ in l.bottom}
+        for label in sorted(self.labels - used):
+            idx = next(i for i, l in enumerate(self.b.spec.layer) if l.top[0] == label)
+            del self.b.spec.layer[idx]
+            self.b.notes.append(f"label Input {label!r} left out: no loss reads it")
+        if self.dropped:
+            self.b.notes.append(f"dropped {len(self.dropped)} layer(s) that compute no part of the network's "
+                                f"function (metrics, sinks): {', '.join(self.dropped)}")
+
+    def _data_layer(self, name, tops, batch: int, chw: list[int], why: str):
+        """A data layer becomes an Input of the shape it feeds, its label top an INT64 Input."""
+        if batch <= 0 or min(chw) <= 0:
+            raise _Skip(f"no shape zoo can read (batch {batch}, image {chw}); import a deploy prototxt")
+        self._input(tops[0], [batch] + chw)
+        if len(tops) > 1:
+            if tops[1] in self.conts:
+                raise _Skip(f"its label top {tops[1]!r} is an LSTM's `cont` input")
+            self._input(tops[1], [batch])
+            label = self.cur[tops[1]]
+            next(l for l in self.b.spec.layer if l.top[0] == label).input_param.dtype = spec_pb2.InputParam.INT64
+            self.labels.add(label)
+        self.b.notes.append(f"data layer {name!r} became Input {tops[0]!r} of shape {[batch] + chw}"
+                            + (f" and label Input {tops[1]!r} ({batch},)" if len(tops) > 1 else "") + f": {why}")
+
+    def _channels(self, tp, color: bool = True) -> tuple[int, str]:
+        if len(tp.mean_value) > 1:
+            return len(tp.mean_value), f"{len(tp.mean_value)} channels (one mean_value each)"
+        if tp.force_gray or not color:
+            return 1, "1 channel (grey images)"
+        return COLOR_CHANNELS, f"{COLOR_CHANNELS} channels assumed (colour images; the database holds them)"
+
+    def op_Data(self, name, xs, tops, lp):
+        tp, dp = lp.transform_param, lp.data_param
+        crop = tp.crop_size or dp.crop_size           # data_param.crop_size: the V1 place
+        if not crop:
+            raise _Skip("no crop_size: the image size is only in the database; import a deploy prototxt")
+        c, why = self._channels(tp)
+        self._data_layer(name, tops, int(dp.batch_size), [c, crop, crop],
+                         f"batch_size {dp.batch_size}, crop_size {crop}, {why}")
+
+    def op_ImageData(self, name, xs, tops, lp):
+        tp, ip = lp.transform_param, lp.image_data_param
+        crop = tp.crop_size or ip.crop_size
+        h, w = (crop, crop) if crop else (ip.new_height, ip.new_width)
+        if not (h and w):
+            raise _Skip("neither crop_size nor new_height/new_width: the image size is in the files")
+        c, why = self._channels(tp, ip.is_color)
+        self._data_layer(name, tops, int(ip.batch_size), [c, int(h), int(w)],
+                         f"batch_size {ip.batch_size}, image {h}x{w}, {why}")
+
+    def op_MemoryData(self, name, xs, tops, lp):
+        p = lp.memory_data_param
+        self._data_layer(name, tops, int(p.batch_size), [int(p.channels), int(p.height), int(p.width)],
+                         "the shape memory_data_param states")
 
     def op_Input(self, name, xs, tops, lp):
         if not lp.input_param.shape:
@@ -445,14 +524,29 @@ class _Mapper:
             self.b.weight(spec, "weight_hh", lstm_gates_from_caffe(ws[2]))
 
     def op_SoftmaxWithLoss(self, name, xs, tops, lp):
+        from ..converters import caffe_pb2
+        lossp = lp.loss_param
+        if lossp.HasField("ignore_label"):
+            raise _Skip("ignore_label (zoo's loss averages over every position)")
+        if lossp.normalization == caffe_pb2.LossParameter.NONE:
+            raise _Skip("normalization NONE (a sum; zoo's loss is the mean)")
+        if self._axis(xs[0], int(lp.softmax_param.axis)) != self.rank.get(xs[0], 2) - 1:
+            raise _Skip("classes on an axis other than the last (zoo's SoftmaxWithLoss: the last)")
         if len(xs) == 2:    # Caffe feeds labels as floats; zoo's labels are INT64 class ids
             producer = next(l for l in self.b.spec.layer if l.top[0] == xs[1])
             if producer.type == "Input":
                 producer.input_param.dtype = spec_pb2.InputParam.INT64
-        self._out(name, "SoftmaxWithLoss", xs, tops, 0)
+        self._out(name, "SoftmaxWithLoss", xs, tops, 0, **_loss_weight(lp))
 
     def op_EuclideanLoss(self, name, xs, tops, lp):
-        self._out(name, "EuclideanLoss", xs, tops, 0)
+        self._out(name, "EuclideanLoss", xs, tops, 0, **_loss_weight(lp))
+
+
+def _loss_weight(lp) -> dict:
+    """loss_param for a Caffe loss layer's loss_weight (GoogLeNet's auxiliary heads: 0.3)."""
+    if not lp.loss_weight or lp.loss_weight[0] == 1.0:
+        return {}
+    return {"loss_param": {"loss_weight": float(lp.loss_weight[0])}}
 
 
 class _Skip(Exception):
@@ -468,4 +562,25 @@ def _arity(type_: str, bottoms: list[str], tops: list[str]) -> str | None:
     return None
 
 
-__all__ = ["import_caffe"]
+# zoo layer types of the Caffe layers whose name differs, or whose import is more than a rename
+ZOO_TYPES = {
+    "Data": "Input (+ INT64 label Input)", "ImageData": "Input (+ INT64 label Input)",
+    "MemoryData": "Input (+ INT64 label Input)", "Input": "Input",
+    "Split": "(the same blob)", "Embed": "Embedding", "Scale": "BatchNorm scale and shift (after a BatchNorm)",
+    "BatchNorm": "BatchNorm", "LSTM": "LSTM (batch-first; `cont` dropped)",
+    "InnerProduct": "InnerProduct (+ Flatten on a 4-D input)",
+}
+
+
+def coverage() -> dict[str, dict]:
+    """What the Caffe importer maps: {Caffe layer type: {"zoo": zoo layer type(s), "v1": the V1
+    `layers` enum name or ""}}, from the mapper's operator methods and the dropped types (for
+    the README's table, scripts/coverage.py)."""
+    v1 = {t: n for n, t in V1_TYPES.items()}
+    table = {t: {"zoo": ZOO_TYPES.get(t, t), "v1": v1.get(t, "")}
+             for t in (n[3:] for n in dir(_Mapper) if n.startswith("op_"))}
+    table.update({t: {"zoo": "(dropped; the notes say so)", "v1": v1.get(t, "")} for t in DROPPED})
+    return dict(sorted(table.items()))
+
+
+__all__ = ["coverage", "import_caffe", "translate"]

@@ -57,6 +57,7 @@ class SpecBuilder:
         self.used: set[str] = set()
         self.unsupported: Counter = Counter()
         self.problems: list[str] = []
+        self.header: list[str] = []    # comment lines at the top of the written spec
 
     def unique(self, base: str) -> str:
         base = sanitize(base) or "x"
@@ -124,10 +125,13 @@ class ImportResult:
         return str(self.spec)
 
 
-def write(builder: SpecBuilder, out: Path, source: Path, force: bool = False) -> ImportResult:
+def write(builder: SpecBuilder, out: Path, source: Path, force: bool = False,
+          loss: str | None = None) -> ImportResult:
     """Validate, then write OUT/NAME.prototxt, OUT/NAME.npz and OUT/import.json: to a
     temporary folder beside OUT, swapped in when complete. An existing OUT is replaced only
-    with `force` and only if it holds exactly what an earlier import wrote there."""
+    with `force` and only if it holds exactly what an earlier import wrote there. LOSS
+    (`zoo import --loss`): see add_loss."""
+    add_loss(builder, loss, source)
     spec = builder.spec
     fname = spec.name
     spec.weights = f"{fname}.npz"
@@ -149,6 +153,98 @@ def write(builder: SpecBuilder, out: Path, source: Path, force: bool = False) ->
             raise no_space(out.parent, needed, what="the import") from None
         raise ImportRefused(f"cannot write {out}: {e.strerror or e}") from None
     return ImportResult(out / f"{fname}.prototxt", out / f"{fname}.npz", tuple(builder.notes))
+
+
+# --- `zoo import --loss`: a loss for a model exported without one ----------------------------
+LOSSES = ("softmax",)
+
+
+def add_loss(builder: SpecBuilder, loss: str | None, source: Path) -> None:
+    """`--loss softmax`: a SoftmaxWithLoss on the network's last output with an INT64 label
+    Input, so that the imported model trains in any engine (`zoo verify --mode train`). A
+    final Softmax is a probability, not logits: the loss then reads its input and the Softmax
+    stays an output. (N, K, 1, 1) logits (a 1x1-convolution classifier) are flattened to
+    (N, K), and the output with them. A model that has a loss keeps it and gets none. What was
+    added is stated in a comment at the top of the spec and in the notes."""
+    if loss is None:
+        return
+    if loss not in LOSSES:
+        raise UsageError(f"--loss {loss!r}: one of {', '.join(LOSSES)}")
+    net = check_net(builder.spec, source)
+    if net.loss_layers:
+        builder.notes.append(f"--loss {loss}: the model has its own loss "
+                             f"({', '.join(l.name for l in net.loss_layers)}); none was added")
+        return
+    if not net.outputs:
+        raise ImportRefused(f"{source}: --loss {loss}: the network has no output to put a loss on")
+    output = net.outputs[-1]
+    logits, why = _logits_of(net, output, source)
+    shape = tuple(net.shapes[logits])
+    if len(shape) == 4 and shape[2:] == (1, 1):
+        logits = _flatten_logits(builder, logits, net.producer(output) if logits != output else None)
+        why += f"; flattened from {shape} to {shape[:2]}, and the output {output!r} with it"
+        shape = shape[:2]
+    if len(shape) not in (2, 3):
+        raise ImportRefused(f"{source}: --loss {loss}: the last output {output!r} has shape {tuple(shape)}; "
+                            "SoftmaxWithLoss takes logits (N, K) or (N, T, K)")
+    label = builder.unique("label")
+    builder.layer(label, "Input", [], input_param={"shape": list(shape[:-1]), "dtype": spec_pb2.InputParam.INT64})
+    name = builder.unique("loss")
+    builder.layer(name, "SoftmaxWithLoss", [logits, label])
+    said = (f"--loss {loss}: added by zoo import: layer {name!r} (SoftmaxWithLoss) on {logits!r} ({why}) "
+            f"with INT64 class labels {label!r} of shape {list(shape[:-1])}, classes 0..{shape[-1] - 1}")
+    builder.header.append(said)
+    builder.notes.append(said)
+    if fused := _fused_batchnorm_note(net, source):
+        builder.header.append(fused)
+        builder.notes.append(fused)
+
+
+def _logits_of(net, output: str, source: Path) -> tuple[str, str]:
+    """The blob a softmax loss should read for OUTPUT, and why that one: a final Softmax's
+    input (its logits) when its classes are the last axis that is not 1, else OUTPUT."""
+    layer = net.producer(output)
+    if layer.type not in ("Softmax", "LogSoftmax"):
+        return output, "the last output"
+    x = layer.bottoms[0]
+    shape = net.shapes[x]
+    axis = int(layer.p.axis) % len(shape)
+    if any(d != 1 for d in shape[axis + 1:]):
+        raise ImportRefused(f"{source}: --loss softmax: the last output {output!r} is a {layer.type} over axis "
+                            f"{axis} of {tuple(shape)}, not over its classes last; zoo's SoftmaxWithLoss takes "
+                            "classes on the last axis")
+    return x, f"the logits: the input of {layer.type} {layer.name!r}, which stays an output"
+
+
+def _flatten_logits(builder: SpecBuilder, blob: str, softmax) -> str:
+    """(N, K, 1, 1) logits -> (N, K) for the loss. The network's output is flattened with them
+    (the Softmax, if any, now reads the flat blob), so that the outputs stay one set of class
+    scores rather than gaining a second."""
+    name = builder.unique(f"{blob}_flat")
+    builder.layer(name, "Flatten", [blob], flatten_param={"axis": 1})
+    if softmax is not None:
+        layers = [spec_pb2.LayerSpec() for _ in builder.spec.layer]   # copies: the field is rebuilt
+        for copy, layer in zip(layers, builder.spec.layer):
+            copy.CopyFrom(layer)
+        at = next(i for i, l in enumerate(layers) if l.name == softmax.name)
+        layers[at].bottom[0] = name
+        layers.insert(at, layers.pop())          # written before the Softmax that reads it
+        del builder.spec.layer[:]
+        builder.spec.layer.extend(layers)
+    return name
+
+
+def _fused_batchnorm_note(net, source: Path) -> str | None:
+    """Exporters fold an inference BatchNorm into the convolution before it (torch.onnx.export
+    in eval mode does): the import sees a convolution with a bias and nothing else. It stays
+    fused: that convolution trains as one layer, without batch statistics. Said when it may be
+    the case (an ONNX model with biased convolutions and no BatchNorm)."""
+    types = {l.type for l in net.layers}
+    biased = any(l.type == "Convolution" and l.p.bias_term for l in net.layers)
+    if source.suffix.lower() != ".onnx" or "BatchNorm" in types or not biased:
+        return None
+    return ("any BatchNorm the exporter fused into a convolution stays fused: a biased Convolution, "
+            "trained as one layer without batch statistics")
 
 
 def _make_parent(out: Path) -> None:
@@ -184,7 +280,8 @@ def _write_folder(builder: SpecBuilder, out: Path, source: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the import is an ordinary folder
-        (tmp / f"{fname}.prototxt").write_text(S.to_prototxt(builder.spec))
+        header = "".join(f"# {line}\n" for line in builder.header)
+        (tmp / f"{fname}.prototxt").write_text(header + S.to_prototxt(builder.spec))
         W.save(builder.weights, tmp / f"{fname}.npz")
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({
