@@ -566,15 +566,16 @@ def import_(model: Path = typer.Argument(..., help="an .onnx file or a Caffe .pr
             out_dir: Path = typer.Option(..., "--out", help="a new folder for the spec and weights"),
             batch: int = typer.Option(1, help="batch size for a symbolic ONNX batch axis"),
             name: Optional[str] = typer.Option(None, "--name", help="the spec's name (files NAME.prototxt, NAME.npz); default: the model's"),
-            force: bool = typer.Option(False, "--force", help="replace OUT if an earlier `zoo import` wrote it, unchanged")):
+            force: bool = typer.Option(False, "--force", help="replace OUT if an earlier `zoo import` wrote it, unchanged"),
+            loss: Optional[str] = typer.Option(None, "--loss", help="softmax: when the model has no loss, add a SoftmaxWithLoss on its last output (the logits) with integer labels, so that it trains")):
     """Bring an existing ONNX or Caffe model into the zoo: a spec + weights in OUT."""
     options.positive_int("--batch", batch)
-    result = zoo.import_model(model, out_dir, weights, batch, name=name, force=force)
+    result = zoo.import_model(model, out_dir, weights, batch, name=name, force=force, loss=loss)
     for note in result.notes:
         err.print(escape(f"note: {note}"))
     net = zoo.load(result.spec)
     out.print(escape(f"imported {net.name}: {len(net.layers)} layers, {net.params:,} parameters -> {result.spec}"))
-    out.print(escape(f"next: zoo verify {result.spec}"))
+    out.print(escape(f"next: zoo verify {result.spec}" + (" --mode both" if net.loss_layers else "")))
 
 
 cache_app = typer.Typer(no_args_is_help=False, help="The build cache: list it, prune it to a bound, clear it.")

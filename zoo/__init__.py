@@ -161,7 +161,8 @@ def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None
 
 
 def import_model(path: str | Path, out: str | Path, weights: str | Path | None = None,
-                 batch: int = 1, name: str | None = None, force: bool = False):
+                 batch: int = 1, name: str | None = None, force: bool = False,
+                 loss: str | None = None):
     """Bring an existing model into the zoo: an .onnx file, or a Caffe .prototxt (with its
     .caffemodel as `weights`), becomes OUT/NAME.prototxt, OUT/NAME.npz and OUT/import.json
     (what was written, with hashes) in the new folder `out`. `name` renames the spec (default:
@@ -169,9 +170,11 @@ def import_model(path: str | Path, out: str | Path, weights: str | Path | None =
     fixes a symbolic ONNX batch axis. Returns an ImportResult: path-like (the spec: then
     `verify([result])`), with .spec, .weights and .notes (e.g. "no weights given: seeded
     random weights"). The model is untrusted input: anything zoo cannot represent exactly
-    raises ImportRefused and nothing is written."""
+    raises ImportRefused and nothing is written. `loss="softmax"` adds a SoftmaxWithLoss on
+    the last output's logits with an integer label input when the model has none, so that it
+    trains; the spec's header comment and .notes say what was added."""
     from .importers import import_model as _import_model
-    return _import_model(path, out, weights, batch, name=name, force=force)
+    return _import_model(path, out, weights, batch, name=name, force=force, loss=loss)
 
 
 def list_engines() -> list[dict]:
