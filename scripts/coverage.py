@@ -6,9 +6,10 @@ zoo.importers.caffe.coverage().
 
     .venv/bin/python scripts/coverage.py                  # the Markdown block, between its markers
     .venv/bin/python scripts/coverage.py --check README.md   # exit 1 if README's block differs
+    .venv/bin/python scripts/coverage.py --write README.md   # replace README's block in place
 
 The block starts and ends with the marker comments below; README.md holds it in *Importing
-models*, and after a change to an importer the block is regenerated and pasted over the old one.
+models*, and after a change to an importer the block is regenerated with --write.
 """
 
 from __future__ import annotations
@@ -68,13 +69,26 @@ def check(path: Path, text: str) -> int:
     return 0
 
 
+def write(path: Path, text: str) -> int:
+    """Replace the block between the markers in PATH (which must hold them) with TEXT."""
+    doc = path.read_text()
+    if START not in doc or END not in doc:
+        print(f"{path}: no import coverage block to replace (add the markers)", file=sys.stderr)
+        return 1
+    path.write_text(doc[:doc.index(START)] + text.rstrip("\n") + doc[doc.index(END) + len(END):])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", type=Path, metavar="FILE", help="exit 1 unless FILE holds the current block")
+    ap.add_argument("--write", type=Path, metavar="FILE", help="replace FILE's block with the current one")
     args = ap.parse_args(argv)
     text = block()
     if args.check:
         return check(args.check, text)
+    if args.write:
+        return write(args.write, text)
     sys.stdout.write(text)
     return 0
 

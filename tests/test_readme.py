@@ -209,3 +209,10 @@ def test_onnx_export_and_import_example(tmp_path):
         assert r.stdout.splitlines() == shown
     r = run_zoo("zoo verify imported/main_graph.prototxt --engines torch,onnx", tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_import_coverage_tables_are_generated_from_the_importers():
+    """The README's ONNX and Caffe coverage tables are the importers' registries, not hand-kept."""
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "coverage.py"), "--check", str(ROOT / "README.md")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
