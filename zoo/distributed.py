@@ -464,8 +464,20 @@ def _judge(prob, case: DistCaseResult, out: Outcome, p: Plan, steps: int, seed, 
                   for i, (got, want) in enumerate(zip(losses, oracle["losses"]))]
     rtol_update, source = T.train_update_rtol(case.engine, prob.net.name)
     rank0 = min(out.arrays, key=lambda s: out.results[s]["rank"])
-    diffs += verifier._update_diffs(prob, out.arrays[rank0], oracle, rtol_update, steps)
-    diffs += _synchronised(prob, out, rank0)
+    updates = verifier._update_diffs(prob, out.arrays[rank0], oracle, rtol_update, steps)
+    if not all(d.ok for d in updates) and all(d.ok for d in diffs):
+        # only updates are off: can this point resolve rtol_update at all? (verifier's rule)
+        probe = _conditioning(prob, oracle, steps, timeout)
+        if "error" in probe:
+            case.tolerance_source += f"; conditioning probe failed: {probe['error']}"
+        elif T.CONDITIONING_MARGIN * probe["S"] > rtol_update:
+            rtol_update = T.CONDITIONING_MARGIN * probe["S"]
+            case.tolerance_source = "; ".join(filter(None, [case.tolerance_source, (
+                f"rtol_update {rtol_update:.3g}: ill-conditioned point: float32 rounding at layer "
+                f"boundaries moves the float64 oracle's update by {probe['S']:.3g} of a layer's "
+                f"largest update ({probe['where']}; zoo/tolerances.py)")]))
+            updates = verifier._update_diffs(prob, out.arrays[rank0], oracle, rtol_update, steps)
+    diffs += updates + _synchronised(prob, out, rank0)
     verifier._summarise(case, diffs)
     if case.status == "fail":
         bad = next(d for d in diffs if not d.ok)
@@ -473,14 +485,17 @@ def _judge(prob, case: DistCaseResult, out: Outcome, p: Plan, steps: int, seed, 
 
 
 def _synchronised(prob, out: Outcome, rank0: int) -> list[compare.Diff]:
-    """Every worker ends with worker 0's weights (one synchronous step applies the same
-    averaged gradient to the same weights): exactly, since they computed the same update."""
+    """Every worker ends with worker 0's parameters (one synchronous step applies the same
+    averaged gradient to the same weights): exactly, since they computed the same update.
+    Buffers are not parameters: BatchNorm's running statistics are each worker's own (torch
+    DDP broadcasts rank 0's at the next forward; Keras and MXNet keep them per replica)."""
+    params = [k for k, ws in prob.net.weight_specs().items() if ws.kind == "param"]
     diffs = []
     for slot, arrays in out.arrays.items():
         if slot == rank0:
             continue
         worst = max(float(np.max(np.abs(arrays[k].astype(np.float64) - out.arrays[rank0][k])))
-                    for k in out.arrays[rank0])
+                    for k in params if k in out.arrays[rank0])
         name = f"worker {out.results[slot]['rank']} vs worker {out.results[rank0]['rank']}"
         diffs.append(compare.Diff(name, worst == 0.0, worst, worst, float("inf") if worst else 0.0,
                                   "" if worst == 0.0 else "the workers' weights differ after the step"))
@@ -504,7 +519,33 @@ def _shardwise_oracle(prob, oracle: dict, world: int, steps: int, timeout) -> di
         weights.append(res.arrays)
         losses.append(res.result["losses"])
     mean = {k: np.mean([w[k] for w in weights], axis=0) for k in weights[0]}
-    return {"losses": list(np.mean(losses, axis=0)), "weights": mean, "artifact": oracle["artifact"]}
+    shards = [({k: v[r * per:(r + 1) * per] for k, v in prob.inputs.items()}, w)
+              for r, w in enumerate(weights)]
+    return {"losses": list(np.mean(losses, axis=0)), "weights": mean, "artifact": oracle["artifact"],
+            "shards": shards}
+
+
+def _conditioning(prob, oracle: dict, steps: int, timeout) -> dict:
+    """The verifier's conditioning probe for a data-parallel step: on the whole batch, or,
+    with per-worker BatchNorm statistics, on each worker's shard against that shard's oracle
+    step (the largest S of the shards: a rounding decision in one shard moves the mean update
+    by its share, so this does not understate the point's conditioning)."""
+    if "shards" not in oracle:
+        return verifier._conditioning(prob, oracle, steps, timeout)
+    worst, where = 0.0, ""
+    for r, (shard, shard_weights) in enumerate(oracle["shards"]):
+        shard_oracle = {"weights": shard_weights}
+        for k in range(T.CONDITIONING_PROBES):
+            res = isolation.run(verifier.ORACLE_ENGINE, "train",
+                                {"artifact": oracle["artifact"], "steps": steps,
+                                 "options": {"round_float32": True, "jitter_seed": k}},
+                                shard, threads=None, device="cpu", timeout=timeout)
+            if not res.ok:
+                return {"error": res.reason}
+            for d in verifier._update_diffs(prob, res.arrays, shard_oracle, 1.0, steps):
+                if d.worst_ratio > worst:
+                    worst, where = d.worst_ratio, f"{d.name}, shard {r}, probe {k + 1}"
+    return {"S": worst, "where": where}
 
 
 # --- bench -------------------------------------------------------------------------------------
