@@ -238,7 +238,7 @@ def test_rule_matches_onnxruntime(case, tmp_path):
 
 REFUSED = {
     "Clip-dynamic-bound": ([_n("Clip", ["x", "x"])], (2, 3), {}, "Clip with a minimum not known"),
-    "Transpose-batch": ([_n("Transpose", ["x"], perm=[1, 0])], (2, 3), {}, "moves the batch axis"),
+    "Transpose-batch": ([_n("Transpose", ["x"], perm=[1, 0])], (2, 3), {}, "has its batch axis moved"),
     "Slice-partial": ([_n("Slice", ["x", "s0", "e0", "ax"])], (2, 6),
                       {"s0": np.array([1]), "e0": np.array([3]), "ax": np.array([1])}, "do not tile it"),
     "Reduce-batch": ([_n("ReduceMean", ["x", "ax"])], (2, 3), {"ax": np.array([0])}, "over the batch axis"),
@@ -264,3 +264,72 @@ def test_coverage_lists_every_rule_with_its_zoo_type_and_opsets():
         lo, hi = table[op]["opsets"]
         assert 1 <= lo <= hi and table[op]["zoo"]
     assert table["LayerNormalization"]["zoo"] == "LayerNorm"
+
+
+# --- a batch axis that moves: torch's nn.MultiheadAttention, sequence-first inside ------------
+class TorchAttention(nn.Module):         # vit_b_16's encoder block uses nn.MultiheadAttention
+    def __init__(s, d=8, heads=2):
+        super().__init__()
+        s.ln = nn.LayerNorm(d)
+        s.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        s.head = nn.Linear(d, 3)
+    def forward(s, x):
+        y = s.ln(x)
+        y = x + s.attn(y, y, y, need_weights=False)[0]
+        return s.head(y[:, 0])
+
+
+@pytest.mark.parametrize("exporter", list(EXPORTERS))
+def test_multihead_attention_exported_at_batch_1_is_right_at_other_batches(exporter, tmp_path):
+    """Exported with a static batch of 1 the graph's reshapes ((T, N*H, d), (T*N, D)) do not
+    say where the batch is; the import must place it so that the spec is right at batch 3."""
+    torch.manual_seed(0)
+    model = TorchAttention().eval()
+    path = tmp_path / "mha.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 5, 8),), str(path), **EXPORTERS[exporter])
+    spec = import_model(path, tmp_path / "imported", batch=1)
+    net = zoo.load(spec).with_batch(3)
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        want = model.double()(x).numpy()
+    got = reference.forward(net, W.for_net(net), {net.data_inputs[0]: x.numpy()})[net.outputs[0]]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    results = zoo.verify([spec], engines=["torch", "onnx"], mode="forward", batch=2)
+    assert [r.status for r in results] == ["pass", "pass"], [(r.engine, r.reason) for r in results]
+
+
+def test_moved_batch_views_match_onnxruntime(tmp_path):
+    """The sequence-first reshapes one by one, at batch 2 (where the sizes are unambiguous):
+    (N, T, D) -> (T, N, D) -> @W + b -> (T, N*H, d) -> (N*H, T, d) -> (N, H, T, d)."""
+    T, D, H = 3, 4, 2
+    nodes = [_n("Transpose", ["x"], ["t"], perm=[1, 0, 2]), _n("MatMul", ["t", "w"], ["p"]),
+             _n("Add", ["b", "p"], ["q"]), _n("Reshape", ["q", "s1"], ["r"]),
+             _n("Transpose", ["r"], ["rt"], perm=[1, 0, 2]), _n("Reshape", ["rt", "s2"], ["u"]),
+             _n("Unsqueeze", ["u", "ax0"], ["uu"]), _n("Transpose", ["uu"], ["v"], perm=[1, 2, 0, 3, 4]),
+             _n("Squeeze", ["v", "ax2"], ["vs"]), _n("Gather", ["vs", "i"], ["g"], axis=1),
+             _n("Softmax", ["g"], axis=-1)]
+    consts = {"w": R.random((D, D)).astype(np.float32), "b": R.random(D).astype(np.float32),
+              "s1": np.array([T, 2 * H, D // H]), "s2": np.array([2, H, T, D // H]),
+              "ax0": np.array([0]), "ax2": np.array([2]), "i": np.array(1)}
+    text = _imports_like_onnxruntime(_graph(tmp_path, nodes, (2, T, D), consts, opset=18), (2, T, D))
+    assert 'type: "Transpose"' in text and 'type: "Gather"' in text
+
+
+def test_as_strided_gather_of_the_flat_tensor_is_a_reshape(tmp_path):
+    """torch.export's as_strided of a whole tensor: Reshape(x, [-1]) and Gather of 0, 1, 2, ..."""
+    nodes = [_n("Reshape", ["x", "flat"], ["f"]), _n("Gather", ["f", "idx"], ["g"], axis=0),
+             _n("Relu", ["g"])]
+    consts = {"flat": np.array([-1]), "idx": np.arange(6).reshape(1, 6, 1, 1)}
+    text = _imports_like_onnxruntime(_graph(tmp_path, nodes, (1, 6, 1, 1), consts, opset=18), (1, 6, 1, 1))
+    assert 'type: "ReLU"' in text
+
+
+def test_a_product_over_the_axis_that_holds_the_batch_is_refused(tmp_path):
+    nodes = [_n("Transpose", ["x"], ["t"], perm=[1, 0]), _n("MatMul", ["t", "w"], ["p"]),
+             _n("Transpose", ["p"], ["y"], perm=[1, 0])]
+    path = _graph(tmp_path, nodes, (2, 3), {"w": R.random((2, 2)).astype(np.float32)}, opset=18)
+    with pytest.raises(ImportRefused, match="a product over an axis that holds the batch"):
+        import_model(path, tmp_path / "out", batch=2)
+    assert not (tmp_path / "out").exists()

@@ -153,9 +153,12 @@ def test_onnx_batchnorm_scale_of_the_wrong_size(tmp_path):
 
 
 def test_onnx_softmax_of_opset_11_over_several_axes(tmp_path):
-    """Before opset 13 Softmax(axis=1) of a 4-D tensor normalises over C*H*W at once."""
-    nodes = [helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=1)]
-    refused(tmp_path, onnx_model(tmp_path, nodes, opset=11), r"Softmax node 'sm': Softmax of opset 11 over axes 1")
+    """Before opset 13 Softmax(axis=1) of a 4-D tensor normalises over C*H*W at once: that is
+    imported as Reshape, Softmax, Reshape (tests/test_import_old_opsets.py checks it against
+    ONNX Runtime); over every axis (axis 0) it would mix the samples, and is refused."""
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=0)]
+    refused(tmp_path, onnx_model(tmp_path, nodes, opset=11),
+            r"Softmax node 'sm': Softmax of opset 11 over every axis, the batch axis included")
     nodes = [helper.make_node("Softmax", ["x"], ["y"], name="sm")]             # default axis 1 = last
     net = zoo.load(import_model(onnx_model(tmp_path, nodes, x_shape=(1, 10), opset=11), tmp_path / "ok"))
     x = np.random.default_rng(0).normal(size=(1, 10)).astype(np.float32)

@@ -27,8 +27,7 @@ def import_model(path: str | Path, out: str | Path, weights: str | Path | None =
         if weights:
             raise ImportRefused("--weights is for Caffe models; ONNX keeps its weights inside")
         from .onnx import import_onnx
-        # `loss` is passed only when given until import_onnx takes it (then: loss=loss)
-        return import_onnx(path, out, batch, name=name, force=force, **({"loss": loss} if loss else {}))
+        return import_onnx(path, out, batch, name=name, force=force, loss=loss)
     if suffix in (".prototxt", ".pbtxt", ".pt"):
         from .caffe import import_caffe
         return import_caffe(path, out, weights, name=name, force=force, loss=loss)

@@ -13,8 +13,13 @@ to a spec layer. Patterns that are one spec layer in several ONNX nodes are reco
 Transpose(1,0,2) + LSTM + Squeeze + Transpose(1,0,2) (a batch-first LSTM), MatMul + Add (an
 InnerProduct), Mul by a scalar into Sum (Eltwise coefficients), BatchNormalization followed
 by a per-channel Mul/Add (folded into its scale and shift), and the explicit end padding zoo
-writes for CEIL pooling. Unsupported operators are listed by name and count; nothing is
-written unless everything maps. The graph's output names become the spec's blob names.
+writes for CEIL pooling; the modern exporters' forms are pattern rules in onnx_patterns.py.
+A value whose batch axis is not first (torch's sequence-first attention: Transpose(1, 0, 2),
+(T, N*H, d) and (T*N, D) reshapes) is kept as a view of a batch-first blob
+(onnx_patterns.Moved) until it is batch-first again. Softmax before opset 13 (over all axes
+from `axis` on) is spelled out as Reshape, Softmax, Reshape. Unsupported operators are listed
+by name and count; nothing is written unless everything maps. The graph's output names
+become the spec's blob names.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ..errors import ImportRefused
 from ..files import open_regular, read_at_most
 from ..layers.pooling import pool_out
 from .common import SpecBuilder, check_file, sanitize, write
+from . import onnx_patterns as P
 from .onnx_patterns import MAX_OPSET, RULES, Skip as _Skip, constant_operand, parameter, silu_from_mul
 
 PP, EW = spec_pb2.PoolingParam, spec_pb2.EltwiseParam
@@ -39,7 +45,7 @@ EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 MAX_EXTERNAL_BYTES = 8 * 2**30
 FOLDABLE = {"Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Reshape",
             "Slice", "Mul", "Add", "Sub", "Div", "ConstantOfShape", "Range", "Expand", "Identity",
-            "Transpose", "Floor", "Ceil", "Equal", "Where", "ReduceProd", "Size", "Pow", "Sqrt"}
+            "Transpose", "Floor", "Ceil", "Equal", "Where", "ReduceProd", "Size", "Pow", "Sqrt", "Mod"}
 
 
 def _load(path: Path):
@@ -148,32 +154,17 @@ def _fold_constants(model, batch: int):
     Only what a kept (mapped) node or a graph output reads is folded, and each folded
     output's size is computed from its inputs before the evaluator allocates it: the total
     stays within FOLD_FLOOR_ELEMENTS or twice the model's own weights, whichever is more."""
-    import onnx
-    from onnx import numpy_helper
-
     # concrete batch: a symbolic first dimension of every input is the import batch
     for inp in model.graph.input:
         dims = inp.type.tensor_type.shape.dim
         if len(dims) and not dims[0].dim_value:
             dims[0].dim_value = batch
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # noqa: BLE001 - shapes are a help for folding, not a requirement
-        inferred = model
+    const = _initializers(model)
+    inferred = _infer_shapes(model, const)
     shapes = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
         shapes[vi.name] = dims
-    const = {}
-    known_types = onnx.helper.get_all_tensor_dtypes()
-    for t in model.graph.initializer:
-        if t.data_type not in known_types:
-            raise ImportRefused(f"initializer {t.name!r}: data type {t.data_type} is not an ONNX tensor type")
-        try:
-            const[t.name] = numpy_helper.to_array(t)
-        except (ValueError, TypeError) as e:
-            raise ImportRefused(f"initializer {t.name!r}: its data does not match its type and "
-                                f"shape ({e})") from None
     budget = _Budget(max(FOLD_FLOOR_ELEMENTS, 2 * sum(v.size for v in const.values())))
     nodes = list(model.graph.node)
     plan = _fold_plan(nodes, set(const), shapes)
@@ -194,6 +185,54 @@ def _fold_constants(model, batch: int):
 
 
 FOLD_FLOOR_ELEMENTS = 2**24   # constants any model may fold (shapes, small tables), weights or not
+SHAPE_DATA_ELEMENTS = 4096    # initializers shape inference sees with their values (shapes, axes)
+
+
+def _initializers(model) -> dict[str, np.ndarray]:
+    """The initializers as arrays. Each tensor's data is dropped from the model once it is an
+    array, so the weights are held once (vit_b_16: 330 MB, not twice that)."""
+    import onnx
+    from onnx import numpy_helper
+
+    const = {}
+    known_types = onnx.helper.get_all_tensor_dtypes()
+    for t in model.graph.initializer:
+        if t.data_type not in known_types:
+            raise ImportRefused(f"initializer {t.name!r}: data type {t.data_type} is not an ONNX tensor type")
+        try:
+            const[t.name] = numpy_helper.to_array(t)
+        except (ValueError, TypeError) as e:
+            raise ImportRefused(f"initializer {t.name!r}: its data does not match its type and "
+                                f"shape ({e})") from None
+        for field in ("raw_data", "float_data", "double_data", "int32_data", "int64_data", "uint64_data"):
+            t.ClearField(field)
+    return const
+
+
+def _infer_shapes(model, const: dict):
+    """ONNX shape inference (with data propagation, for shapes computed in the graph) on a
+    copy of the graph in which the large initializers are inputs of their type and shape:
+    their values are never needed, and the copy stays small."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    inputs = list(g.input)
+    listed = {i.name for i in inputs}
+    small = []
+    for t in g.initializer:
+        v = const[t.name]
+        if v.size <= SHAPE_DATA_ELEMENTS:
+            small.append(numpy_helper.from_array(v, t.name))
+        elif t.name not in listed:
+            inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(v.shape)))
+    light = helper.make_model(helper.make_graph(list(g.node), g.name, inputs, list(g.output), small,
+                                                value_info=list(g.value_info)),
+                              opset_imports=list(model.opset_import), ir_version=max(model.ir_version, 4))
+    try:
+        return onnx.shape_inference.infer_shapes(light, data_prop=True)
+    except Exception:  # noqa: BLE001 - shapes are a help for folding, not a requirement
+        return light
 
 
 class _Budget:
@@ -313,7 +352,7 @@ def _broadcast(*shapes) -> list[int] | None:
 
 
 def import_onnx(path: str | Path, out: str | Path, batch: int = 1, name: str | None = None,
-                force: bool = False):
+                force: bool = False, loss: str | None = None):
     path = Path(path)
     model = _load(path)
     opset = _check_nodes(model, path)
@@ -324,7 +363,7 @@ def import_onnx(path: str | Path, out: str | Path, batch: int = 1, name: str | N
     m.run()
     b.refuse_if_unsupported(str(path))
     m.name_outputs()
-    return write(b, Path(out), path, force)
+    return write(b, Path(out), path, force, loss=loss)
 
 
 def _label(node) -> str:
@@ -384,6 +423,7 @@ class _Mapper:
         self.deferred = {}      # Sigmoid output -> its input, made a SiLU by the Mul reading it
         self.done = set()       # id() of nodes a pattern rule has mapped already
         self.batch, self.first_input = None, None    # for Parameter layers
+        self.moved = {}         # ONNX value -> onnx_patterns.Moved: its batch axis is not first
 
     def run(self):
         from onnx import TensorProto
@@ -418,7 +458,9 @@ class _Mapper:
             if o.name in self.scaled and o.name not in self.blob:
                 with contextlib.suppress(_Skip):
                     self._scale_layer(o.name)
-            if o.name not in self.blob and not self.b.unsupported and not self.b.problems:
+            if o.name in self.moved and not self.b.unsupported and not self.b.problems:
+                self.b.problems.append(f"output {o.name!r} has its batch axis moved (zoo's blobs are batch-first)")
+            elif o.name not in self.blob and not self.b.unsupported and not self.b.problems:
                 self.b.problems.append(f"output {o.name!r} is not computed by a supported layer")
 
     def name_outputs(self) -> None:
@@ -462,6 +504,11 @@ class _Mapper:
             return self.blob[name]
         if name in self.tm:
             raise _Skip("a (time, batch) transpose is only expressible around an LSTM")
+        if name in self.moved:
+            v = self.moved[name]
+            raise _Skip(f"{name!r} (shape {list(v.shape)}) has its batch axis moved to axis {v.j}: only "
+                        "Transpose, Reshape, Unsqueeze, Squeeze, Gather and products with constants "
+                        "over the last axis may read it")
         if name in self.scaled:
             return self._scale_layer(name)
         if name in self.deferred:
@@ -523,6 +570,8 @@ class _Mapper:
         raise _Skip("Identity of an unsupported value")
 
     def op_Dropout(self, node, a):
+        if len(node.output) > 1 and node.output[1] and self.consumers[node.output[1]]:
+            raise _Skip("Dropout whose mask is used (zoo's Dropout has no mask output)")
         ratio = a.get("ratio", 0.5)
         if len(node.input) > 1 and node.input[1] and self.c(node.input[1]) is not None:
             ratio = self.c_scalar(node.input[1], "ratio")
@@ -537,12 +586,27 @@ class _Mapper:
     def op_Softmax(self, node, a):
         if self.opset < 13:
             # before opset 13 Softmax normalises over all axes from `axis` on (default 1) at
-            # once: one spec Softmax only when that is the last axis
-            axis, rank = int(a.get("axis", 1)), len(self.shapes.get(node.input[0]) or [])
-            if not rank or axis % rank != rank - 1:
-                raise _Skip(f"Softmax of opset {self.opset} over axes {axis}.. of a rank-{rank or '?'} "
-                            "tensor (zoo's is over one axis)")
+            # once, as a 2-D (outer, inner) matrix: spelled out as Reshape, Softmax, Reshape
+            shape = self.shapes.get(node.input[0]) or []
+            axis = int(a.get("axis", 1)) % len(shape) if shape else None
+            if axis != len(shape) - 1:
+                self._softmax_2d(node, shape, axis)
+                return
         self.out(node, "Softmax", [self.x(node.input[0])], softmax_param={"axis": int(a.get("axis", -1))})
+
+    def _softmax_2d(self, node, shape, axis) -> None:
+        if axis is None or None in shape:
+            raise _Skip(f"Softmax of opset {self.opset} over the trailing axes of a tensor of unknown shape")
+        if axis == 0:
+            raise _Skip(f"Softmax of opset {self.opset} over every axis, the batch axis included")
+        base = self.b.unique(node.name or node.output[0])
+        flat = self.b.unique(f"{base}_2d")
+        self.b.layer(flat, "Reshape", [self.x(node.input[0])],
+                     reshape_param={"shape": [0, *shape[1:axis], int(np.prod(shape[axis:]))]})
+        soft = self.b.unique(f"{base}_softmax")
+        self.b.layer(soft, "Softmax", [flat], softmax_param={"axis": -1})
+        self.b.layer(base, "Reshape", [soft], reshape_param={"shape": [0, *shape[1:]]})
+        self.blob[node.output[0]] = base
 
     def op_LRN(self, node, a):
         self.out(node, "LRN", [self.x(node.input[0])], lrn_param={
@@ -560,11 +624,21 @@ class _Mapper:
             raise _Skip("Reshape to a shape not known at import time")
         if a.get("allowzero", 0) and 0 in shape:
             raise _Skip("Reshape with allowzero")
+        if node.input[0] in self.moved:
+            P.moved_reshape(self, node, self.moved[node.input[0]], shape)
+            return
         in_shape = self.shapes.get(node.input[0]) or []
-        if shape and (shape[0] in (-1, 0) or shape[0] == (in_shape[0] if in_shape and in_shape[0] else self.batch)):
+        target = list(shape)
+        whole = len(shape) == 1 and len(in_shape) > 1     # everything, batch included, in 1-D
+        if not whole and shape and (shape[0] in (-1, 0) or
+                                    shape[0] == (in_shape[0] if in_shape and in_shape[0] else self.batch)):
             shape[0] = 0      # keep the batch axis
-        if shape and shape[0] != 0:
-            raise _Skip(f"Reshape to {shape} changes the batch axis")
+        if whole or (shape and shape[0] != 0):
+            src = P.view(self, node.input[0])
+            if src is None:
+                raise _Skip(f"Reshape to {target} changes the batch axis")
+            P.moved_reshape(self, node, src, target)    # the batch moves (or merges): a view
+            return
         rest = int(np.prod(in_shape[1:])) if len(in_shape) > 2 and None not in in_shape else None
         if len(in_shape) > 2 and shape[1:] in ([-1], [rest]):
             # torch.flatten(x, 1) and x.view(N, -1) export as Reshape: it is a Flatten
@@ -602,6 +676,8 @@ class _Mapper:
         if consts[0] is None and consts[1] is None:
             self.op_Sum(node, a)
             return
+        if self._moved_operand(node, consts, "Bias"):
+            return
         x_name = node.input[0] if consts[0] is None else node.input[1]
         k = consts[1] if consts[0] is None else consts[0]
         blob = self.x(x_name)
@@ -630,6 +706,8 @@ class _Mapper:
         if consts[0] is None and consts[1] is None:
             self.out(node, "Eltwise", [self.x(i) for i in node.input], eltwise_param={"operation": EW.PROD})
             return
+        if self._moved_operand(node, consts, "Scale"):
+            return
         x_name = node.input[0] if consts[0] is None else node.input[1]
         k = np.asarray(consts[1] if consts[0] is None else consts[0])
         if k.size == 1 and x_name in self.blob:
@@ -651,6 +729,23 @@ class _Mapper:
         if ch.size not in (1, c):
             raise _Skip(f"a per-channel constant of {ch.size} values after a BatchNorm of {c} channels")
 
+    def layer_of(self, blob: str):
+        """The spec layer whose first top is `blob`, or None."""
+        try:
+            return self._layer(blob)
+        except KeyError:
+            return None
+
+    def _moved_operand(self, node, consts, kind: str) -> bool:
+        """Add/Mul reading a value whose batch axis moved; True if handled."""
+        ins = [i for i, k in zip(node.input, consts) if k is None]
+        if not any(i in self.moved for i in ins):
+            return False
+        if len(ins) != 1:
+            raise _Skip(f"{node.op_type} of two values, one with its batch axis moved")
+        P.moved_constant_operand(self, node, self.moved[ins[0]], next(k for k in consts if k is not None), kind)
+        return True
+
     def _layer(self, blob: str):
         for lp in self.b.spec.layer:
             if lp.top and lp.top[0] == blob:
@@ -668,6 +763,10 @@ class _Mapper:
         if bias is not None and (np.shape(bias)[-1:] not in ((), (1,), (w.shape[0],)) or
                                  np.size(bias) not in (1, w.shape[0])):
             raise _Skip(f"Gemm bias of shape {list(np.shape(bias))} is not one per output ({w.shape[0]})")
+        if node.input[0] in self.moved:
+            bias = None if bias is None else np.broadcast_to(np.reshape(bias, -1), (w.shape[0],))
+            P.moved_product(self, node, self.moved[node.input[0]], w.T, bias)
+            return
         name = self.out(node, "InnerProduct", [self.x(node.input[0])], inner_product_param={
             "num_output": int(w.shape[0]), "bias_term": bias is not None})
         self.b.weight(name, "weight", w)
@@ -847,7 +946,10 @@ LEGACY_TYPES = {"Identity": "(the same blob)", "Relu": "ReLU", "Tanh": "TanH", "
                 "GlobalAveragePool": "Pooling", "GlobalMaxPool": "Pooling", "BatchNormalization": "BatchNorm",
                 "Add": "Eltwise | Bias | InnerProduct bias | BatchNorm shift",
                 "Mul": "Eltwise | Scale | SiLU | Eltwise coefficient | BatchNorm scale",
-                "Sum": "Eltwise", "Max": "Eltwise", "Gather": "Embedding", "Squeeze": "(LSTM direction axis)"}
+                "Sum": "Eltwise", "Max": "Eltwise", "Gather": "Embedding", "Squeeze": "(LSTM direction axis)",
+                "Reshape": "Reshape | Flatten | (a view with the batch axis elsewhere)",
+                "Softmax": "Softmax | Reshape·Softmax·Reshape (opset < 13: over the trailing axes at once)",
+                "Dropout": "Dropout (its mask unread)"}
 
 
 def lstm_from_onnx(a: np.ndarray) -> np.ndarray:

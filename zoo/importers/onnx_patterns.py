@@ -57,6 +57,8 @@ def _axes(m, node, a, what="axes") -> list[int] | None:
 
 
 def _rank(m, name: str) -> int:
+    if name in m.moved:
+        return len(m.moved[name].shape)
     shape = m.shapes.get(name)
     if not shape:
         raise Skip(f"the rank of {name!r} is not known at import time")
@@ -208,7 +210,7 @@ def layer_norm(m, node, a):
 
 
 # --- shape operations -----------------------------------------------------------------------
-@rule("Transpose", "Transpose")
+@rule("Transpose", "Transpose | (a view with the batch axis elsewhere)")
 def transpose(m, node, a):
     perm = [int(v) for v in a.get("perm", [])]
     if perm == [1, 0, 2] and (node.input[0] in m.tm or m.lstm_input(node)):
@@ -216,8 +218,12 @@ def transpose(m, node, a):
         return
     if not perm:
         perm = list(range(_rank(m, node.input[0])))[::-1]
-    if perm[0] != 0:
-        raise Skip(f"Transpose {perm} moves the batch axis")
+    if perm[0] != 0 or node.input[0] in m.moved:
+        src = view(m, node.input[0])
+        if src is None:
+            raise Skip(f"Transpose {perm} moves the batch axis of a value of unknown shape")
+        moved_transpose(m, node, src, perm)   # a view with the batch elsewhere
+        return
     m.out(node, "Transpose", [m.x(node.input[0])], transpose_param={"order": perm})
 
 
@@ -301,6 +307,9 @@ def squeeze(m, node, a):
     if node.input[0] in m.lstm_y:
         m.op_Squeeze(node, a)
         return
+    if node.input[0] in m.moved:
+        moved_squeeze(m, node, m.moved[node.input[0]], axes)
+        return
     rank = _rank(m, node.input[0])
     if axes is None:
         axes = [i for i, d in enumerate(m.shapes[node.input[0]]) if d == 1]
@@ -317,23 +326,46 @@ def unsqueeze(m, node, a):
         raise Skip("Unsqueeze with no axes")
     rank = _rank(m, node.input[0]) + len(axes)
     axes = sorted(v % rank for v in axes)
-    if 0 in axes:
+    if node.input[0] in m.moved or 0 in axes:
+        src = view(m, node.input[0])
+        if src is not None:
+            moved_unsqueeze(m, node, src, axes)        # the batch moves right: a view
+            return
         raise Skip("Unsqueeze before the batch axis")
     m.out(node, "Unsqueeze", [m.x(node.input[0])], unsqueeze_param={"axis": axes})
 
 
-@rule("Gather", "Gather | Embedding")
+@rule("Gather", "Gather | Embedding | Reshape (as_strided of a whole tensor)")
 def gather(m, node, a):
     if m.c(node.input[0]) is not None:
         m.op_Gather(node, a)                 # rows of a constant table: an embedding
         return
     idx = m.c(node.input[1])
+    if _gather_is_reshape(m, node, idx):
+        return
     if idx is None or np.ndim(idx) != 0:
         raise Skip("Gather of a single index known at import time (x[:, i])")
     axis = int(a.get("axis", 0)) % _rank(m, node.input[0])
+    if node.input[0] in m.moved:
+        moved_gather(m, node, m.moved[node.input[0]], axis, int(idx))
+        return
     if axis == 0:
         raise Skip("Gather along the batch axis")
     m.out(node, "Gather", [m.x(node.input[0])], gather_param={"axis": axis, "index": int(idx)})
+
+
+def _gather_is_reshape(m, node, idx) -> bool:
+    """torch.export writes a strided view (as_strided) of a whole tensor as Reshape(x, [-1])
+    then Gather(indices); indices 0, 1, 2, ... in order make it a plain reshape to their shape."""
+    src = view(m, node.input[0])
+    if idx is None or src is None or len(src.shape) != 1 or np.ndim(idx) == 0:
+        return False
+    idx = np.asarray(idx)
+    if idx.dtype.kind not in "iu" or idx.size != src.shape[0] or \
+            not np.array_equal(idx.reshape(-1), np.arange(idx.size)):
+        return False
+    moved_reshape(m, node, src, list(idx.shape))
+    return True
 
 
 # --- products -------------------------------------------------------------------------------
@@ -343,12 +375,15 @@ def matmul(m, node, a):
     if w is not None:
         if w.ndim != 2:
             raise Skip("MatMul by a constant that is not 2-D")
+        if node.input[0] in m.moved:
+            moved_product(m, node, m.moved[node.input[0]], w)
+            return
         rank = _rank(m, node.input[0])
         params = {"num_output": int(w.shape[1]), "bias_term": False}
         if rank >= 4:
             params["axis"] = -1
         name = m.out(node, "InnerProduct", [m.x(node.input[0])], inner_product_param=params)
-        m.b.weight(name, "weight", w.T)
+        transposed_weight(m, name, w)
         return
     if m.c(node.input[0]) is not None:
         raise Skip("MatMul of a constant by a blob")
@@ -356,6 +391,14 @@ def matmul(m, node, a):
     if ra != rb or ra < 3:
         raise Skip(f"MatMul of ranks {ra} and {rb} (zoo's: one rank >= 3, no broadcasting)")
     m.out(node, "MatMul", [m.x(node.input[0]), m.x(node.input[1])], matmul_param={})
+
+
+def transposed_weight(m, layer: str, w) -> None:
+    """An InnerProduct's (out, in) weight from a MatMul's (in, out) constant, kept as a
+    transposed view: np.savez writes it in C order without a copy, so a transformer's weights
+    are not held twice while importing (vit_b_16: 85 M of its 86.6 M parameters)."""
+    w = np.asarray(w)
+    m.b.weights[f"{layer}.weight"] = (w if w.dtype == np.float32 else w.astype(np.float32)).T
 
 
 def constant_operand(m, node, k, kind: str) -> None:
@@ -412,3 +455,202 @@ def div(m, node, a):
 @rule("Sub", "Eltwise SUB")
 def sub(m, node, a):
     m.out(node, "Eltwise", [m.x(node.input[0]), m.x(node.input[1])], eltwise_param={"operation": EW.SUB})
+
+
+# --- values whose batch axis is not axis 0 ----------------------------------------------------
+# torch's nn.MultiheadAttention, as the TorchScript exporter writes it, works sequence-first:
+# Transpose(1, 0, 2), per-head reshapes that merge the batch with the heads ((T, N*H, d)) or
+# with the tokens ((T*N, D)), and back. zoo's blobs are batch-first, so such an ONNX value is
+# kept as a view of a batch-first blob: `Moved` says where its batch is, and only operators
+# that act on other axes (Transpose, Reshape, Unsqueeze/Squeeze, Gather, a product with a
+# constant over the last axis) may read it; anything else is refused with the reason.
+@dataclass(frozen=True)
+class Moved:
+    """An ONNX value of `shape` whose axis j has size a*N*k, the batch (N) between a and k
+    (a outer); its spec blob is that value with axis j split into (a, N, k) and N moved to
+    the front (a and k left out when 1)."""
+    blob: str
+    shape: tuple[int, ...]
+    j: int
+    a: int = 1
+    k: int = 1
+
+    def labels(self) -> list:
+        """The blob's axes after the batch, named by the value's axes ("a", "k": j's parts)."""
+        out = []
+        for i in range(len(self.shape)):
+            out += ([p for p, n in (("a", self.a), ("k", self.k)) if n > 1] if i == self.j else [i])
+        return out
+
+    def blob_dims(self) -> list[int]:
+        size = {"a": self.a, "k": self.k}
+        return [size[lb] if isinstance(lb, str) else self.shape[lb] for lb in self.labels()]
+
+
+def view(m, name: str) -> Moved | None:
+    """The value as a Moved view (a batch-first blob is one with j = 0), or None if it is
+    neither a spec blob of known shape nor a moved one."""
+    if name in m.moved:
+        return m.moved[name]
+    shape = m.shapes.get(name)
+    if name in m.blob and shape and None not in shape and shape[0] == m.batch:
+        return Moved(m.blob[name], tuple(shape), 0)
+    return None
+
+
+def put(m, node, src: Moved, shape, j: int, a: int = 1, k: int = 1, reshape_ok: bool = True) -> None:
+    """The node's output is the view (shape, j, a, k) of src's data: a spec Reshape when the
+    blob's sizes change, none when only the bookkeeping does."""
+    dst = Moved(src.blob, tuple(int(d) for d in shape), j, a, k)
+    if dst.blob_dims() != src.blob_dims():
+        if not reshape_ok:
+            raise Skip("a view of a moved batch axis that is not a reshape")
+        name = m.out(node, "Reshape", [src.blob], reshape_param={"shape": [0] + dst.blob_dims()})
+        dst = Moved(name, dst.shape, j, a, k)
+    _store(m, node.output[0], dst)
+
+
+def _store(m, value: str, v: Moved) -> None:
+    if v.j == 0 and v.a == 1 and v.k == 1:
+        m.blob[value] = v.blob            # batch-first again: an ordinary blob
+        m.moved.pop(value, None)
+    else:
+        m.moved[value] = v
+
+
+def moved_transpose(m, node, src: Moved, perm: list[int]) -> None:
+    if sorted(perm) != list(range(len(src.shape))):
+        raise Skip(f"Transpose {perm} of a value of shape {list(src.shape)}")
+    shape = [src.shape[p] for p in perm]
+    j = perm.index(src.j)
+    dst = Moved(src.blob, tuple(shape), j, src.a, src.k)
+    have = src.labels()                  # the blob's axes, named by the input's axes
+    want = [lb if isinstance(lb, str) else perm[lb] for lb in dst.labels()]
+    order = [0] + [1 + have.index(lb) for lb in want]
+    if order != sorted(order):
+        name = m.out(node, "Transpose", [src.blob], transpose_param={"order": order})
+        dst = Moved(name, dst.shape, j, src.a, src.k)
+    _store(m, node.output[0], dst)
+
+
+def moved_reshape(m, node, src: Moved, target: list[int]) -> None:
+    """A Reshape of a view: where the batch lands in the target shape is read from the sizes
+    (the product of the sizes before it and after it is kept). In a graph exported at batch
+    1 that can be ambiguous; zoo then prefers the batch as an axis of its own, then outer in
+    an axis (torch's N*H), then inner (torch's T*N), and never in the last axis, which
+    per-sample products act on."""
+    shape = _resolve_shape(src.shape, target, node)
+    n = m.batch
+    if not n:
+        raise Skip("a Reshape that moves the batch axis in a model without a batch-first input")
+    pre = math.prod(src.shape[:src.j]) * src.a
+    post = src.k * math.prod(src.shape[src.j + 1:])
+    best = None
+    for j in range(len(shape)):
+        before = math.prod(shape[:j])
+        if pre % before:
+            continue
+        a = pre // before
+        if shape[j] % (a * n) or (shape[j] // (a * n)) * math.prod(shape[j + 1:]) != post:
+            continue
+        k = shape[j] // (a * n)
+        last = j == len(shape) - 1
+        score = 0 if a == k == 1 else (1 if a == 1 else 2) + (2 if last else 0)
+        if best is None or score < best[0]:
+            best = (score, j, a, k)
+    if best is None:
+        raise Skip(f"Reshape of {list(src.shape)} to {shape} mixes the batch axis with others")
+    put(m, node, src, shape, *best[1:])
+
+
+def _resolve_shape(in_shape, target: list[int], node) -> list[int]:
+    """ONNX Reshape's target with 0 (copy the size) and -1 (infer) resolved."""
+    if any(d == 0 for d in target[len(in_shape):]) or sum(1 for d in target if d == -1) > 1:
+        raise Skip(f"Reshape of {list(in_shape)} to {target}")
+    out = [in_shape[i] if d == 0 else d for i, d in enumerate(target)]
+    total = math.prod(in_shape)
+    if -1 in out:
+        rest = math.prod(d for d in out if d != -1)
+        if rest <= 0 or total % rest:
+            raise Skip(f"Reshape of {list(in_shape)} to {target}")
+        out[out.index(-1)] = total // rest
+    if math.prod(out) != total or any(d <= 0 for d in out):
+        raise Skip(f"Reshape of {list(in_shape)} to {target}")
+    return out
+
+
+def moved_unsqueeze(m, node, src: Moved, axes: list[int]) -> None:
+    rank = len(src.shape) + len(axes)
+    axes = sorted(v % rank for v in axes)
+    if len(set(axes)) != len(axes):
+        raise Skip(f"Unsqueeze with repeated axes {axes}")
+    shape, it, j = [], iter(range(len(src.shape))), None
+    for p in range(rank):
+        if p in axes:
+            shape.append(1)
+        else:
+            i = next(it)
+            shape.append(src.shape[i])
+            j = p if i == src.j else j
+    put(m, node, src, shape, j, src.a, src.k)
+
+
+def moved_squeeze(m, node, src: Moved, axes: list[int] | None) -> None:
+    rank = len(src.shape)
+    axes = sorted(v % rank for v in axes) if axes else [i for i, d in enumerate(src.shape) if d == 1 and i != src.j]
+    if src.j in axes:
+        raise Skip("Squeeze of the batch axis")
+    if any(src.shape[v] != 1 for v in axes):
+        raise Skip(f"Squeeze of axes {axes} of shape {list(src.shape)}: not all of size 1")
+    shape = [d for i, d in enumerate(src.shape) if i not in axes]
+    put(m, node, src, shape, src.j - sum(1 for v in axes if v < src.j), src.a, src.k)
+
+
+def moved_gather(m, node, src: Moved, axis: int, index: int) -> None:
+    if axis == src.j:
+        raise Skip("Gather along the batch axis")
+    name = m.out(node, "Gather", [src.blob], gather_param={
+        "axis": 1 + src.labels().index(axis), "index": index})
+    shape = src.shape[:axis] + src.shape[axis + 1:]
+    _store(m, node.output[0], Moved(name, tuple(shape), src.j - (axis < src.j), src.a, src.k))
+
+
+def moved_product(m, node, src: Moved, w: np.ndarray, bias=None) -> None:
+    """x @ W (MatMul or Gemm by a constant) of a view whose batch is not in its last axis: an
+    InnerProduct over the blob's last axis, which is the value's."""
+    if src.j == len(src.shape) - 1:
+        raise Skip("a product over an axis that holds the batch")
+    if w.shape[0] != src.shape[-1]:
+        raise Skip(f"a product of shape {list(src.shape)} by a constant of shape {list(w.shape)}")
+    name = m.out(node, "InnerProduct", [src.blob], inner_product_param={
+        "num_output": int(w.shape[1]), "bias_term": bias is not None, "axis": -1})
+    transposed_weight(m, name, w)
+    if bias is not None:
+        m.b.weight(name, "bias", bias)
+    _store(m, node.output[0], Moved(name, src.shape[:-1] + (int(w.shape[1]),), src.j, src.a, src.k))
+
+
+def moved_constant_operand(m, node, src: Moved, k, kind: str) -> None:
+    """Add/Mul of a view and a constant that varies along the last axis only: a Bias or Scale
+    over the blob's last axis (a MatMul's bias is folded into its InnerProduct)."""
+    k = np.asarray(k, dtype=np.float64)
+    d = src.shape[-1]
+    if k.ndim > len(src.shape) or any(s != 1 for s in k.shape[:-1]) or (k.ndim and k.shape[-1] not in (1, d)):
+        raise Skip(f"{node.op_type} of a moved-batch value and a constant of shape {list(k.shape)}")
+    if src.j == len(src.shape) - 1 and k.size > 1:
+        raise Skip(f"{node.op_type} by a constant along an axis that holds the batch")
+    lp = m.layer_of(src.blob)
+    xin = node.input[0] if m.c(node.input[0]) is None else node.input[1]
+    made_by_product = getattr(m.producer(xin), "op_type", None) in ("MatMul", "Gemm")   # not a view of it
+    if kind == "Bias" and made_by_product and lp is not None and lp.type == "InnerProduct" and \
+            not lp.inner_product_param.bias_term and m.consumers[xin] == 1 and k.size == d:
+        lp.inner_product_param.bias_term = True
+        m.b.weight(lp.name, "bias", k.reshape(-1))
+        _store(m, node.output[0], src)
+        return
+    rank = len(src.blob_dims())
+    shape = [1] * (rank - 1) + [int(k.shape[-1]) if k.ndim else 1]
+    key, field = ("bias", "bias_param") if kind == "Bias" else ("scale", "scale_param")
+    name = m.out(node, kind, [src.blob], **{field: {"shape": shape}})
+    m.b.weight(name, key, k.reshape(shape))
+    _store(m, node.output[0], Moved(name, src.shape, src.j, src.a, src.k))

@@ -1,0 +1,320 @@
+"""Import every torchvision classification family from ONNX (issue 15): export each with
+torch.onnx.export (the default torch.export-based exporter, dynamo=True, opset 18, and the
+TorchScript one, dynamo=False, opset 17), `zoo import` it, check zoo's own ONNX rebuild of
+the imported spec against torch's output, and verify the imported spec on every engine.
+
+    .venv/bin/python benchmarks/import_models.py [--families a,b] [--exporter dynamo|torchscript|both]
+                                                 [--no-verify] [--json FILE] [--batch N] [--work DIR [--reuse]]
+
+Per family and exporter:
+  export   seeded random init (torch.manual_seed(0): no pretrained weights are downloaded),
+           eval mode, the family's standard input (299 for inception_v3, 224 otherwise), batch N
+  import   in a child process: wall seconds of `zoo.import_model` alone, and its peak memory
+           (the peak resident size during the import minus the resident size after the child
+           has imported its modules and read the ONNX file's bytes, which it keeps; Linux's
+           VmHWM, reset at that point, see _baseline_kb), with that peak as a multiple of the
+           float32 weights' size
+  rebuild  `zoo.build(spec, "onnx")` run by ONNX Runtime on the exported input, against
+           torch's float32 output: max |diff| / max |y| (passes at <= 1e-4)
+  verify   `zoo verify` forward on every engine at batch 1; `--mode train` on torch,
+           tensorflow and mxnet for families under 30 M parameters, on a copy of the spec with
+           a SoftmaxWithLoss on the logits (an exported classifier has no loss)
+
+Printed: one table row per family and exporter, then the vit_b_16 import figures (seconds,
+peak MB, peak / weights) when it ran. Exit status 0 when every import and every check
+passed (skips with their reasons count as passing only where the engine declares the gap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import warnings
+from pathlib import Path
+
+FAMILIES = ["alexnet", "vgg11", "resnet18", "resnet50", "resnext50_32x4d", "squeezenet1_1", "googlenet",
+            "inception_v3", "densenet121", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
+            "shufflenet_v2_x0_5", "mnasnet0_5", "regnet_y_400mf", "convnext_tiny", "vit_b_16"]
+EXPORTERS = {"dynamo": dict(dynamo=True), "torchscript": dict(dynamo=False, opset_version=17)}
+ENGINES = ["torch", "tensorflow", "mxnet", "caffe", "onnx", "caffe-opencv"]
+TRAIN_ENGINES = ["torch", "tensorflow", "mxnet"]
+TRAIN_MAX_PARAMS = 30_000_000
+REBUILD_RATIO = 1e-4
+
+
+def torchvision_models():
+    """torchvision.models without torchvision's compiled operators.
+
+    torchvision 0.28's wheel carries C++ ops built for another torch: `import torchvision`
+    runs torchvision/_meta_registrations.py, which registers Meta kernels for
+    torchvision::nms, roi_align, ... and raises "operator torchvision::nms does not exist"
+    on this CPU torch. The classification models use none of those ops, so an empty module
+    stands in for _meta_registrations (site-packages is left untouched)."""
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torchvision import models
+    return models
+
+
+def make_model(family: str):
+    import torch
+    torch.manual_seed(0)
+    kwargs = {"aux_logits": False, "init_weights": True} if family in ("googlenet", "inception_v3") else {}
+    model = getattr(torchvision_models(), family)(weights=None, **kwargs).eval()
+    with torch.no_grad():
+        for w in model.parameters():
+            if w.dim() >= 2 and not w.any():
+                # vit_b_16 initialises its head to zeros: its output would be 0 whatever the
+                # rest computes, so that head gets seeded N(0, 0.02) values instead
+                w.normal_(0, 0.02)
+    return model
+
+
+def input_size(family: str) -> int:
+    return 299 if family == "inception_v3" else 224
+
+
+def export(family: str, exporter: str, batch: int, work: Path, reuse: bool = False):
+    """(model.onnx path, input, torch's output, parameters, export seconds)."""
+    import torch
+    model = make_model(family)
+    params = sum(p.numel() for p in model.parameters())
+    g = torch.Generator().manual_seed(1)
+    s = input_size(family)
+    x = torch.randn(batch, 3, s, s, generator=g)
+    with torch.no_grad():
+        y = model(x).numpy()
+    path = work / f"{family}-{exporter}-b{batch}.onnx"
+    t0 = time.perf_counter()
+    if reuse and path.exists():        # the same seeded model exported earlier into --work
+        return path, x.numpy(), y, params, 0.0
+    with warnings.catch_warnings(), open(os.devnull, "w") as null:
+        warnings.simplefilter("ignore")
+        out, err = os.dup(1), os.dup(2)      # the dynamo exporter prints progress lines
+        try:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            torch.onnx.export(model, (x,), str(path), input_names=["data"], **EXPORTERS[exporter])
+        finally:
+            os.dup2(out, 1)
+            os.dup2(err, 2)
+            os.close(out)
+            os.close(err)
+    return path, x.numpy(), y, params, time.perf_counter() - t0
+
+
+def import_in_child(path: Path, out: Path, batch: int) -> dict:
+    """Run the import step alone in a fresh process: seconds, peak MB over the baseline."""
+    proc = subprocess.run([sys.executable, __file__, "--_import-child", str(path), str(out), str(batch)],
+                          capture_output=True, text=True, timeout=1800)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        return {"ok": False, "error": f"the import child exited {proc.returncode}: {proc.stderr.strip()[-800:]}"}
+    return json.loads(lines[-1])
+
+
+def _import_child(path: str, out: str, batch: int) -> None:
+    import zoo  # noqa: F401 - modules loaded before the baseline
+    import onnx  # noqa: F401
+    from zoo.errors import ZooError
+    from zoo.importers import import_model
+    from zoo.importers import onnx as _onnx_importer  # noqa: F401
+    data = Path(path).read_bytes()              # the file's bytes count in the baseline
+    base = _baseline_kb()
+    t0 = time.perf_counter()
+    try:
+        spec = import_model(path, out, batch=batch, force=True)
+        res = {"ok": True, "spec": str(spec)}
+    except ZooError as e:
+        res = {"ok": False, "error": str(e)}
+    res["seconds"] = time.perf_counter() - t0
+    res["peak_mb"] = (_peak_kb() - base) / 1024
+    res["file_mb"] = len(data) / 2**20
+    print(json.dumps(res), flush=True)
+
+
+def _baseline_kb() -> int:
+    """The resident size now, with the peak reset to it. ru_maxrss alone would not do: Linux
+    keeps it across exec, so a child of this (large, torch-holding) process would start at
+    its parent's peak; /proc/self/status's VmHWM is the new program's own, and writing 5 to
+    /proc/self/clear_refs resets it to the current size."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_kb("VmRSS")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _peak_kb() -> int:
+    try:
+        return _status_kb("VmHWM")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise OSError(f"no {key} in /proc/self/status")
+
+
+def rebuild_ratio(spec: str, x, y) -> float:
+    """zoo's ONNX build of the imported spec, run by ONNX Runtime: max |diff| / max |y|."""
+    import numpy as np
+    import onnxruntime as ort
+    import zoo
+    b = zoo.build(spec, "onnx", transient=True)
+    with b.lease():
+        sess = ort.InferenceSession(str(b.path / "model.onnx"), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+    return float(np.max(np.abs(got - y)) / np.max(np.abs(y)))
+
+
+def with_loss(spec: str) -> str:
+    """A copy of the imported spec with an INT64 label input and a SoftmaxWithLoss on its last
+    output, so that it trains."""
+    from google.protobuf import text_format
+    from zoo import spec_pb2
+    p = Path(spec)
+    msg = text_format.Parse(p.read_text(), spec_pb2.NetSpec())
+    logits = msg.layer[-1].top[0]
+    batch = next(lp.input_param.shape[0] for lp in msg.layer if lp.type == "Input")
+    lab = msg.layer.add(name="label", type="Input")
+    lab.input_param.shape.append(batch)
+    lab.input_param.dtype = spec_pb2.InputParam.INT64
+    msg.layer.add(name="loss", type="SoftmaxWithLoss", bottom=[logits, "label"])
+    msg.name = f"{msg.name}_train"
+    msg.train.lr = 0.01
+    msg.train.momentum = 0.9
+    out = p.with_name(f"{msg.name}.prototxt")
+    out.write_text(text_format.MessageToString(msg))
+    return str(out)
+
+
+def verify(spec: str, params: int) -> dict:
+    import zoo
+    status = {}
+    for r in zoo.verify([spec], engines=ENGINES, mode="forward", batch=1):
+        status[f"{r.engine}"] = _status(r)
+    if params < TRAIN_MAX_PARAMS:
+        for r in zoo.verify([with_loss(spec)], engines=TRAIN_ENGINES, mode="train", batch=1):
+            status[f"{r.engine}:train"] = _status(r)
+    return status
+
+
+def _status(r) -> dict:
+    return {"status": r.status, "reason": r.reason or "", "max_abs_err": r.max_abs_err}
+
+
+def run_one(family: str, exporter: str, args, work: Path) -> dict:
+    row = {"family": family, "exporter": exporter}
+    try:
+        path, x, y, params, export_s = export(family, exporter, args.batch, work, args.reuse)
+    except Exception as e:  # noqa: BLE001 - an exporter failure is a row, not the end of the run
+        row.update(import_ok=False, error=f"export failed: {type(e).__name__}: {str(e)[:300]}")
+        return row
+    row.update(params=params, export_s=round(export_s, 1), weights_mb=params * 4 / 2**20)
+    res = import_in_child(path, work / f"{family}-{exporter}", args.batch)
+    row.update(import_ok=res["ok"], import_s=res.get("seconds"), import_peak_mb=res.get("peak_mb"),
+               file_mb=res.get("file_mb"))
+    if not res["ok"]:
+        row["error"] = res["error"]
+        return row
+    spec = res["spec"]
+    row["peak_over_weights"] = res["peak_mb"] / row["weights_mb"]
+    try:
+        row["rebuild_ratio"] = rebuild_ratio(spec, x, y)
+    except Exception as e:  # noqa: BLE001
+        row["rebuild_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    if not args.no_verify:
+        row["verify"] = verify(spec, params)
+    return row
+
+
+def passed(row: dict) -> bool:
+    if not row.get("import_ok") or row.get("rebuild_ratio", 1) > REBUILD_RATIO:
+        return False
+    # a skip passes only as a gap the engine declares, never for an engine missing here
+    return all(v["status"] == "pass" or (v["status"] == "skipped" and not v["reason"].startswith("not installed"))
+               for v in row.get("verify", {}).values())
+
+
+def table(rows: list[dict]) -> str:
+    cols = ENGINES + [f"{e}:train" for e in TRAIN_ENGINES]
+    head = ["family", "params", "exporter", "import", "rebuild", *cols, "import s", "peak MB", "peak/w"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        imp = "ok" if r.get("import_ok") else "refused: " + r.get("error", "")[:200]
+        ratio = f"{r['rebuild_ratio']:.1e}" if "rebuild_ratio" in r else r.get("rebuild_error", "-")[:40]
+        ver = r.get("verify", {})
+        cells = [_cell(ver.get(c)) for c in cols]
+        lines.append("| " + " | ".join([
+            r["family"], f"{r.get('params', 0):,}", r["exporter"], imp, ratio, *cells,
+            _num(r.get("import_s"), 1), _num(r.get("import_peak_mb"), 0), _num(r.get("peak_over_weights"), 2)]) + " |")
+    return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    return v["status"] if v["status"] != "skipped" else "skipped (" + v["reason"][:60] + ")"
+
+
+def _num(v, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--exporter", choices=["dynamo", "torchscript", "both"], default="both")
+    ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--json")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--work", help="folder for the exported and imported models (default: a temporary one)")
+    ap.add_argument("--reuse", action="store_true", help="use the exported .onnx files already in --work")
+    args = ap.parse_args(argv)
+    families = [f for f in args.families.split(",") if f]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or args.batch < 1:
+        print(f"import_models: unknown families {unknown} (known: {', '.join(FAMILIES)})" if unknown
+              else "import_models: --batch must be >= 1", file=sys.stderr)
+        return 2
+    exporters = list(EXPORTERS) if args.exporter == "both" else [args.exporter]
+    with tempfile.TemporaryDirectory(prefix="zoo-import-models-") as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for family in families:
+            for exporter in exporters:
+                t0 = time.perf_counter()
+                row = run_one(family, exporter, args, work)
+                row["seconds"] = round(time.perf_counter() - t0, 1)
+                rows.append(row)
+                print(f"{family} {exporter}: {'ok' if passed(row) else 'FAILED'} in {row['seconds']} s",
+                      file=sys.stderr, flush=True)
+                if args.json:     # rewritten after each row: a long run leaves what it did
+                    Path(args.json).write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    print(table(rows))
+    for r in rows:
+        if r["family"] == "vit_b_16" and r.get("import_ok"):
+            print(f"vit_b_16 ({r['exporter']}): {r['params']:,} parameters ({r['weights_mb']:.0f} MB float32), "
+                  f"ONNX file {r['file_mb']:.0f} MB; import {r['import_s']:.1f} s, peak memory "
+                  f"{r['import_peak_mb']:.0f} MB above the baseline = {r['peak_over_weights']:.2f}x the weights")
+    return 0 if all(passed(r) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--_import-child":
+        _import_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        sys.exit(0)
+    sys.exit(main())
