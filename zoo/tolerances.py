@@ -117,7 +117,7 @@ SCALE_AWARE = scale_aware("float32")
 TRAIN_UPDATE_RTOL = 1e-3
 CONDITIONING_PROBES = 3
 CONDITIONING_MARGIN = 2.0
-ORACLE = Tolerance(rtol=1e-9, atol=1e-12)   # float64 oracle vs float64 NumPy reference
+ORACLE = Tolerance(rtol=1e-9, atol=1e-12)   # the float64 oracle's loss vs the NumPy reference's
 # exact mode (see above; the measurements: MEASURED64)
 LOSS64 = Tolerance(rtol=1e-11, atol=1e-13)
 TRAIN_UPDATE_RTOL64 = 1e-9

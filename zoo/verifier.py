@@ -8,7 +8,8 @@ to name the first layer whose output leaves tolerance.
 
 The training oracle is PyTorch in float64 (zoo's torch engine built with dtype float64),
 run `steps` SGD steps; before it is trusted, its own float64 forward must match the NumPy
-reference within tolerances.ORACLE for that network, in the same verify run. Two steps are
+reference within the float64 forward judge's bound (k u S, u = 2^-53) and its loss within
+tolerances.ORACLE, in the same verify run. Two steps are
 taken, so that momentum (which a single step from zero velocity cannot show) is exercised,
 except in networks with BatchNorm: there the second step amplifies the float32 rounding of
 the first through the 2-sample batch statistics (measured: ResNet-56 needs 5.5x the
@@ -246,10 +247,13 @@ def _oracle_unlocked(p: Problem, seed: int, timeout: float) -> dict:
     if not fwd.ok:
         p.oracle = {"error": f"the training oracle's forward failed: {fwd.reason}"}
         return p.oracle
+    # the float64 forward judge (k u S with u = 2^-53): an elementwise rtol fails where a
+    # dot product of large terms cancels to ~0 (a random-init Inception's 1x7 convolutions)
+    bound64 = reference.bounds(p.netb, p.weights, p.ref, dtype="float64")
     for layer in p.netb.deploy_layers:
         for t in layer.tops:
             if not layer.kind.is_input:
-                d = compare.allclose(t, fwd.arrays[t], p.ref[t], T.ORACLE)
+                d = compare.within_bound(t, fwd.arrays[t], p.ref[t], bound64[t], T.flush("float64"))
                 if not d.ok:
                     p.oracle = {"error": f"the float64 oracle disagrees with the NumPy reference "
                                          f"at layer {layer.name!r} ({d.max_abs_err:.3g}): not "
