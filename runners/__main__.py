@@ -175,10 +175,47 @@ def do_train(job: dict, work: Path):
     return {"losses": [float(x) for x in losses], **runner.info()}, weights
 
 
+CHECK_REF, CHECK_BOUND = "__check_ref__:", "__check_bound__:"   # zoo/benchmark.py's names
+
+
+def split_check(arrays: dict) -> tuple[dict, dict]:
+    """(the batch, the optimised model's reference): zoo/benchmark.py sends the reference
+    outputs and their bounds beside the batch, under names no blob can have."""
+    batch = {k: v for k, v in arrays.items() if not k.startswith((CHECK_REF, CHECK_BOUND))}
+    ref = {k[len(CHECK_REF):]: v for k, v in arrays.items() if k.startswith(CHECK_REF)}
+    bound = {k[len(CHECK_BOUND):]: v for k, v in arrays.items() if k.startswith(CHECK_BOUND)}
+    return batch, {"ref": ref, "bound": bound}
+
+
+def _perturb_optimized(runner, kind: str) -> None:
+    """Test hook (ZOO_FAULT=ENGINE:perturb-optimized or perturb-optimized-step): the
+    optimised model answers slightly wrong (outputs, or a training step's updated weights,
+    scaled by 1 + 1e-3), as a subtly broken compiler would, so the tests can show such a
+    model is reported as failing and never timed."""
+    if not runner.optimize:
+        return
+    if kind == "perturb-optimized":
+        forward = runner.forward
+
+        def wrong_forward(inputs, expose=None):
+            return {k: v * np.float32(1 + 1e-3) for k, v in forward(inputs, expose).items()}
+        runner.forward = wrong_forward
+    elif kind == "perturb-optimized-step":
+        train_step = runner.train_step
+
+        def wrong_step(inputs, steps=1):
+            losses, weights = train_step(inputs, steps)
+            return losses, {k: v * np.float32(1 + 1e-3) for k, v in weights.items()}
+        runner.train_step = wrong_step
+
+
 def do_bench(job: dict, work: Path):
     runner, _ = _runner(job)
-    return runner.bench(_inputs(work), job["mode"], job["warmup"], job["iters"],
-                        job["min_time"], job.get("layers", False)), {}
+    _perturb_optimized(runner, _fault_for(job))
+    inputs, check = split_check(_inputs(work))
+    check["rows"] = job.get("check_rows", 0)
+    return runner.bench(inputs, job["mode"], job["warmup"], job["iters"],
+                        job["min_time"], job.get("layers", False), check=check), {}
 
 
 ACTIONS = {"build": do_build, "forward": do_forward, "train": do_train, "bench": do_bench}

@@ -92,8 +92,22 @@ class Runner:
         raise NotImplementedError
 
     def layer_times(self, inputs: dict[str, np.ndarray], mode: str) -> list[dict] | None:
-        """Per-layer forward/backward times from a separate profiling pass, if the engine can."""
+        """Per-layer forward/backward times from a separate profiling pass, if the engine can:
+        [{"layer": spec layer name, "forward_s", "backward_s" (0.0 in infer mode)}]."""
         return None
+
+    # --- the optimised configuration (zoo bench --optimize) --------------------------------
+    def optimizations(self, mode: str) -> list[str]:
+        """What options {"optimize": True} enables for `mode`, in words (the row's
+        "enabled"); Unsupported when the engine has no faster standard configuration. With
+        the option, forward(inputs) (expose None), train_step and make_iteration all run the
+        optimised model, so the model verified is the one timed."""
+        from zoo.errors import Unsupported
+        raise Unsupported(f"{self.engine} has no optimised configuration: it runs as built")
+
+    @property
+    def optimize(self) -> bool:
+        return bool(self.options.get("optimize"))
 
     def device_name(self) -> str:
         return "cpu"
@@ -117,13 +131,24 @@ class Runner:
         return list(expose)
 
     def bench(self, inputs, mode: str, warmup: int, iters: int, min_time: float,
-              layers: bool = False, stats: dict | None = None) -> dict:
+              layers: bool = False, stats: dict | None = None, check: dict | None = None) -> dict:
         """Warm up and time one iteration of `mode` as zoo/stats.py says (the settings come
         from `stats`, else from the runner options' "bench_stats", which zoo.benchmark sets;
-        `warmup`, `iters` and `min_time` are the minimums either way)."""
+        `warmup`, `iters` and `min_time` are the minimums either way). With options
+        {"optimize": True} the optimised model is verified first (`check`: the reference,
+        see verify_optimized) and a model that fails is never timed: the result is then
+        {"verification": {... "status": "fail"}} and nothing else."""
         from zoo import stats as S
         settings = bench_settings(warmup, iters, min_time,
                                   stats if stats is not None else self.options.get("bench_stats"))
+        verification = None
+        if self.optimize:
+            self.optimizations(mode)        # Unsupported here, before any work, if none
+            verification = self.verify_optimized(inputs, mode, check or {})
+            # asked again: some choices (torch's memory format) are made while verifying
+            verification["enabled"] = self.optimizations(mode)
+            if verification["status"] != "pass":
+                return {"verification": verification, **self.info()}
         step = self.make_iteration(inputs, mode)
         out = S.sample(step, settings)
         if len(out["times_s"]) > MAX_RETURNED_TIMES:
@@ -134,13 +159,148 @@ class Runner:
             "peak_device_mb": self.peak_device_memory_mb(),
             **self.info(),
         })
+        if verification is not None:
+            out["verification"] = verification
         if layers:
-            # a separate pass: its totals are never mixed with the clean timing above
+            # a separate pass: its totals are never mixed with the clean timing above. The
+            # whole step is timed again here, as the layers are (time_call), so that the
+            # layers' sum can be set against a step of the same process and moment
+            out["layers_step_s"] = time_call(step)
             out["layers"] = self.layer_times(inputs, mode)
             if out["layers"] is None:
                 out["layers_reason"] = (f"per-layer times are not available from {self.engine}: "
                                         "its runner has no per-layer profiler")
         return out
+
+    def verify_optimized(self, inputs: dict, mode: str, check: dict) -> dict:
+        """The optimised model against the references verify uses, in this child, before it
+        is timed: its forward outputs on the bench batch (the first rows, for which the
+        parent sent the float64 NumPy reference and zoo/magnitude.py's bounds: the full
+        batch's reference would take minutes; eval-mode outputs are per sample, so the rows
+        are those of a batch of that size) and, in train mode, one SGD step's loss and
+        updated weights against the default configuration's step on the same batch from
+        the same weights (the eager path `zoo verify --mode train` checks against the
+        float64 oracle), at verify's tolerances. {"status": "pass"|"fail", "reason",
+        "checked": [...], "worst_ratio"}."""
+        from zoo import compare
+        diffs = self._forward_diffs(inputs, check, compare)
+        if mode == "train" and all(d.ok for d in diffs):
+            diffs += self._train_diffs(inputs, compare)
+        return _verdict(diffs, mode)
+
+    def _forward_diffs(self, inputs, check: dict, compare) -> list:
+        if not check.get("ref"):
+            raise ValueError("an optimised model is timed only after its verification: the "
+                             "bench job carries no reference")
+        n = int(check["rows"])
+        outs = self.forward(inputs)
+        return [compare.within_bound(f"forward {blob}", np.asarray(outs[blob])[:n], ref,
+                                     check["bound"][blob])
+                for blob, ref in check["ref"].items()]
+
+    def _train_diffs(self, inputs, compare) -> list:
+        """The optimised step (dropout off, as verify's) against the default's, one step."""
+        from zoo import tolerances as T
+        default = type(self)(self.dir, self.device, self.threads,
+                             {k: v for k, v in self.options.items() if k != "optimize"})
+        default.load()
+        want_losses, want = default.train_step(inputs, 1)
+        del default
+        got_losses, got = self.train_step(inputs, 1)
+        from zoo import weights as W
+        start = W.load(self.dir / "weights.npz", self.net)
+        tol, _ = T.forward_tolerance(self.engine, self.net.name, "train")
+        rtol_update, _ = T.train_update_rtol(self.engine, self.net.name)
+        diffs = [compare.allclose("loss", got_losses[0], want_losses[0], tol)]
+        scales: dict[str, float] = {}
+        for key, w in want.items():
+            if key in start:
+                layer = key.rsplit(".", 1)[0]
+                delta = float(np.max(np.abs(np.asarray(w, np.float64) - start[key]), initial=0.0))
+                scales[layer] = max(scales.get(layer, 0.0), delta)
+        for key in want:
+            if key not in got:
+                diffs.append(compare.Diff(f"update {key}", False, float("inf"), float("inf"),
+                                          float("inf"), "missing from the optimised step"))
+            elif key in start:
+                diffs.append(compare.update_close(f"update {key}", got[key], want[key], start[key],
+                                                  rtol_update, 1, scales[key.rsplit(".", 1)[0]]))
+        return diffs
+
+
+def _verdict(diffs: list, mode: str) -> dict:
+    bad = [d for d in diffs if not d.ok]
+    worst = max((d.worst_ratio for d in diffs), default=float("inf"))
+    reason = "; ".join(f"{d.name}: {d.reason or f'{d.worst_ratio:.3g}x the tolerance'}"
+                       for d in bad[:3])
+    return {"status": "fail" if bad or not diffs else "pass",
+            "reason": reason or ("" if diffs else "nothing was compared"),
+            "worst_ratio": worst, "checked": [d.name for d in diffs],
+            "against": ("forward: float64 NumPy reference (scale-aware bounds)"
+                        + ("; train step: the default configuration's step" if mode == "train" else ""))}
+
+
+# --- per-layer profiles: shared by the runners ----------------------------------------------
+LAYER_REPS = 7       # timed repetitions per layer (their median), after one untimed call
+
+
+def time_call(fn, reps: int = LAYER_REPS) -> float:
+    """The median wall time of `fn()` over `reps` calls after one untimed call; fn must
+    return only when its work is done (the runners synchronise inside)."""
+    import time
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def time_forward_backward(forward, both, reps: int = 2 * LAYER_REPS) -> tuple[float, float]:
+    """(forward s, backward s) of a layer whose engine runs backward only together with its
+    forward (TensorFlow, MXNet sub-models): both are timed alternately, after one untimed
+    call each, and backward is the median of the pairs' differences (pairs cancel the
+    machine's slow drifts; a backward below the timer's noise reads as 0, never negative)."""
+    import time
+    forward()
+    both()
+    fs, diffs = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        forward()
+        t1 = time.perf_counter()
+        both()
+        t2 = time.perf_counter()
+        fs.append(t1 - t0)
+        diffs.append((t2 - t1) - (t1 - t0))
+    return float(np.median(fs)), max(0.0, float(np.median(diffs)))
+
+
+def spec_layer(name: str, layer_names: list[str]) -> str:
+    """The spec layer an engine's node or layer belongs to: the layer of that name, else the
+    longest layer name it extends with a separator ("conv1/pad", "conv1_pad", Caffe's split
+    "fc3_fc3_0_split"), else the engine's own name (an engine-made node of no spec layer)."""
+    if name in layer_names:
+        return name
+    if name.startswith("fused ") and name[6:] in layer_names:   # ORT's fused node
+        return name[6:]
+    best = ""
+    for l in layer_names:
+        if len(l) > len(best) and name.startswith(l) and name[len(l):len(l) + 1] in ("/", "_", ".", ":"):
+            best = l
+    return best or name
+
+
+def by_spec_layer(rows: list[dict], layer_names: list[str]) -> list[dict]:
+    """Rows of engine names -> rows of spec layer names, summed, in first-seen order."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        name = spec_layer(r["layer"], layer_names)
+        row = out.setdefault(name, {"layer": name, "forward_s": 0.0, "backward_s": 0.0})
+        row["forward_s"] += r["forward_s"]
+        row["backward_s"] += r.get("backward_s") or 0.0
+    return list(out.values())
 
 
 MAX_RETURNED_TIMES = 10_000     # every timed iteration goes back to zoo up to this many

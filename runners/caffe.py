@@ -108,24 +108,22 @@ class Runner(CaffeBase):
         return lambda: solver.step(1)
 
     def layer_times(self, inputs, mode):
-        """`caffe time` style: each layer's forward and backward, timed one by one."""
-        import time
+        """`caffe time` style: each layer's forward and backward, timed one by one (the
+        median of LAYER_REPS runs after one untimed, as every runner's profile)."""
+        from .base import by_spec_layer, time_call
         net = self.net_ if mode == "infer" else self._solver(dropout=True).net
         names = self.net.data_inputs + ([] if mode == "infer" else self.net.labels)
         self._feed(net, inputs, names)
         net.forward()
+        if mode == "train":
+            net.backward()
         out = []
         for i, name in enumerate(net._layer_names):
-            t0 = time.perf_counter()
-            net._forward(i, i)
-            f = time.perf_counter() - t0
-            b = 0.0
-            if mode == "train":
-                t0 = time.perf_counter()
-                net._backward(i, i)
-                b = time.perf_counter() - t0
+            f = time_call(lambda i=i: net._forward(i, i))
+            b = time_call(lambda i=i: net._backward(i, i)) if mode == "train" else 0.0
             out.append({"layer": name, "forward_s": f, "backward_s": b})
-        return out
+        # Caffe's own Split layers go to the layer whose blob they split
+        return by_spec_layer(out, [l.name for l in self.net.layers])
 
     def versions(self):
         return {"caffe": "BVLC (brocolli-caffe 9.0.2, CPU)"}

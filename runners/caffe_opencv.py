@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .caffe import CaffeBase
 
 
@@ -57,6 +59,27 @@ class Runner(CaffeBase):
             self.dnn.setInput(self._to_caffe(name, inputs[name]), name)
         outs = self._layers_of(list(self.net.outputs))
         return lambda: self.dnn.forward(outs)
+
+    def layer_times(self, inputs, mode):
+        """OpenCV's own per-layer timings of a forward (Net.getPerfProfile: ticks per layer
+        id, ids in getLayerNames' order after the input at id 0), with fusion on as timed: a
+        layer fused into another shows 0 and its time is in that one. Of LAYER_REPS
+        forwards after a warm-up (the median per layer)."""
+        from .base import LAYER_REPS, by_spec_layer
+        step = self.make_iteration(inputs, mode)
+        step()
+        names = list(self.dnn.getLayerNames())
+        runs = []
+        for _ in range(LAYER_REPS):
+            step()
+            _, ticks = self.dnn.getPerfProfile()
+            ticks = np.asarray(ticks, dtype=np.float64).reshape(-1)
+            if len(ticks) != len(names):
+                return None      # not the layout documented: no guessing
+            runs.append(ticks)
+        seconds = np.median(runs, axis=0) / self.cv2.getTickFrequency()
+        rows = [{"layer": n, "forward_s": float(t), "backward_s": 0.0} for n, t in zip(names, seconds)]
+        return by_spec_layer(rows, [l.name for l in self.net.layers])
 
     def versions(self):
         return {"opencv": self.cv2.__version__}

@@ -9,6 +9,21 @@ The training step is autograd + gluon.Trainer SGD: MXNet's update
 (v = mu v - lr (g + wd w); w += v) is PyTorch's for a constant learning rate. The .params
 file is MXNet's binary NDArray format (no pickle); optimizer .states files are never read.
 A float64 build (meta "dtype") is fed and returns float64.
+
+zoo bench's default configuration is already MXNet's fast one: the blocks are hybridized
+with static_alloc and static_shape. Runner options {"optimize": True} add, for inference,
+the oneDNN (MKLDNN) subgraph backend (`optimize_for`: Convolution + ReLU, FullyConnected
+fused into one oneDNN primitive); MXNet 1.9.1 has no fusion backend for training, so a
+training step is the hybridized static one (and the optimised train_step is hybridized too,
+where verify's is imperative).
+
+Per-layer times (`layer_times`): each spec layer's part of the symbol, cut out of the graph
+at its bottoms (which become variables), run alone on its real inputs as a hybridized
+block; forward is its time, backward that of forward + backward less the forward, timed
+in alternation (runners/base.py, time_forward_backward). Why not
+mx.profiler: it names its events by operator type ("Convolution"), not by node, and even
+with bulking off it still merges some nodes into one "ImperativeBulk" event (measured on
+AlexNet-R), so events cannot be mapped back to zoo's layers.
 """
 
 from __future__ import annotations
@@ -18,6 +33,51 @@ import json
 from zoo.errors import ManifestError, ZooError
 
 from .base import Runner as BaseRunner
+
+
+ONEDNN = "MKLDNN"       # MXNet 1.9.1's name for the oneDNN subgraph backend
+
+
+def _cut(graph: dict, layer, symbols: dict):
+    """The part of `graph` that computes `layer`'s tops from its bottoms: (symbol JSON,
+    [(variable name, (node, output) it stands for)]), or None when the layer has no nodes of
+    its own. Walks back from the tops' nodes; every non-variable node output that is read
+    from outside the part (the bottoms' nodes) becomes a variable."""
+    nodes = graph["nodes"]
+    index = {n["name"]: i for i, n in enumerate(nodes)}
+    if not all(symbols.get(t) in index for t in layer.tops):
+        return None
+    stops = {index[symbols[b]] for b in layer.bottoms if symbols.get(b) in index}
+    heads = [index[symbols[t]] for t in layer.tops]
+    keep, stack = set(), [h for h in heads if h not in stops]
+    while stack:
+        i = stack.pop()
+        if i in keep:
+            continue
+        keep.add(i)
+        stack += [j for j, _, _ in nodes[i]["inputs"] if j not in keep and j not in stops]
+    if not any(nodes[i]["op"] != "null" for i in keep):
+        return None
+    new, where, ins = [], {}, []
+    for i in sorted(keep):           # the file's order is topological
+        node = dict(nodes[i])
+        inputs = []
+        for j, k, v in node.get("inputs", []):
+            if j in keep:
+                inputs.append([where[(j, 0)], k, v])
+                continue
+            if (j, k) not in where:      # a value from outside: a variable
+                name = f"zoo_in_{j}_{k}"
+                where[(j, k)] = len(new)
+                new.append({"op": "null", "name": name, "inputs": []})
+                ins.append((name, (j, k)))
+            inputs.append([where[(j, k)], 0, 0])
+        node["inputs"] = inputs
+        where[(i, 0)] = len(new)
+        new.append(node)
+    out = {"nodes": new, "arg_nodes": [i for i, n in enumerate(new) if n["op"] == "null"],
+           "heads": [[where[(h, 0)], 0, 0] for h in heads], "attrs": graph.get("attrs", {})}
+    return json.dumps(out), ins
 
 
 class Runner(BaseRunner):
@@ -72,6 +132,8 @@ class Runner(BaseRunner):
         mx = self.mx
         blobs = self.outputs_for(expose)
         feed = self._nd(inputs, self.meta["input_blobs"])
+        if self.optimize and expose is None:
+            self._optimized_infer(feed)
         if all(b in self.meta["heads"] for b in blobs):
             outs = self.block(*feed)
             outs = outs if isinstance(outs, (list, tuple)) else [outs]
@@ -108,16 +170,34 @@ class Runner(BaseRunner):
 
     def train_step(self, inputs, steps=1):
         block = self._training_block(dropout=False)
+        if self.optimize:
+            block.hybridize(static_alloc=True, static_shape=True)
         trainer = self._trainer(block)
         feed = self._training_feed(inputs)
         losses = [float(self._step(block, trainer, feed).asscalar()) for _ in range(steps)]
         pd = block.collect_params()
         return losses, {k: pd[v].data().asnumpy() for k, v in self.meta["names"].items()}
 
+    def optimizations(self, mode):
+        if mode == "infer":
+            return [f"hybridize(static_alloc, static_shape) with the {ONEDNN} subgraph backend "
+                    "(optimize_for): operator fusion"]
+        return ["hybridize(static_alloc, static_shape): the default's configuration already; "
+                "MXNet 1.9.1 has no fusion backend for training"]
+
+    def _optimized_infer(self, feed) -> None:
+        """The inference block through oneDNN's subgraph fusion, once."""
+        if not getattr(self, "_fused", False):
+            self.block.optimize_for(*feed, backend=ONEDNN, static_alloc=True, static_shape=True)
+            self._fused = True
+
     def make_iteration(self, inputs, mode):
         if mode == "infer":
             feed = self._nd(inputs, self.meta["input_blobs"])
-            self.block.hybridize(static_alloc=True, static_shape=True)
+            if self.optimize:
+                self._optimized_infer(feed)
+            else:
+                self.block.hybridize(static_alloc=True, static_shape=True)
 
             def infer():
                 outs = self.block(*feed)
@@ -132,6 +212,68 @@ class Runner(BaseRunner):
             self._step(block, trainer, feed)
             self.mx.nd.waitall()      # MXNet is asynchronous: wait for the update
         return train
+
+    # --- per-layer times (the module's docstring says how and why) ----------------------
+    def layer_times(self, inputs, mode):
+        from .base import time_call, time_forward_backward
+        mx = self.mx
+        train = mode == "train"
+        block = self._training_block(dropout=True) if train else self.block
+        graph = json.loads((self.dir / (self.meta["train_symbol"] if train else
+                                        f"{self.meta['prefix']}-symbol.json")).read_text())
+        feed_names = self.meta["input_blobs"] + (self.meta["label_blobs"] if train else [])
+        feed = self._nd(inputs, feed_names)
+        block(*feed)                       # parameters initialised, shapes known
+        values = self._node_values(graph, block, feed, train)
+        rows = []
+        for layer in self.net.deploy_layers:
+            cut = None if layer.kind.is_input else _cut(graph, layer, self.meta["symbols"])
+            if cut is None:
+                continue
+            sym_json, ins = cut
+            sub = mx.gluon.SymbolBlock(mx.sym.load_json(sym_json),
+                                       [mx.sym.var(n, dtype=self.dtype) for n, _ in ins],
+                                       params=block.collect_params())
+            sub.hybridize(static_alloc=True, static_shape=True)
+            xs = [values[key].copy() for _, key in ins]
+
+            def fwd(sub=sub, xs=xs):
+                with mx.autograd.record(train_mode=train):
+                    out = sub(*xs)
+                mx.nd.waitall()
+                return out
+            if not train:
+                rows.append({"layer": layer.name, "forward_s": time_call(fwd), "backward_s": 0.0})
+                continue
+            for x in xs:
+                x.attach_grad()
+
+            def both(sub=sub, xs=xs):
+                with mx.autograd.record(train_mode=True):
+                    out = sub(*xs)
+                mx.autograd.backward(out if isinstance(out, (list, tuple)) else [out])
+                mx.nd.waitall()
+            f, b = time_forward_backward(fwd, both)
+            rows.append({"layer": layer.name, "forward_s": f, "backward_s": b})
+        return rows
+
+    def _node_values(self, graph: dict, block, feed, train: bool) -> dict:
+        """The value of every node output a layer reads, (node index, output index) ->
+        NDArray, from one run of the graph with those outputs as its heads."""
+        mx = self.mx
+        wanted = sorted({tuple(i[:2]) for n in graph["nodes"] if n["op"] != "null"
+                         for i in n["inputs"] if graph["nodes"][i[0]]["op"] != "null"})
+        probe = dict(graph, heads=[[i, k, 0] for i, k in wanted])
+        names = self.meta["input_blobs"] + (self.meta["label_blobs"] if train else [])
+        sb = mx.gluon.SymbolBlock(mx.sym.load_json(json.dumps(probe)),
+                                  [mx.sym.var(n, dtype=self.dtype) for n in names],
+                                  params=block.collect_params())
+        outs = sb(*feed)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        values = dict(zip(wanted, outs))
+        index = {n["name"]: i for i, n in enumerate(graph["nodes"])}
+        values.update({(index[n], 0): x for n, x in zip(names, feed) if n in index})
+        return values
 
     def device_name(self) -> str:
         return str(self.ctx)

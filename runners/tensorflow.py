@@ -9,7 +9,18 @@ same update for a constant learning rate, and weight decay is added to the gradi
 explicitly (Keras's own weight_decay is decoupled, a different rule). A float64 build
 (options {"dtype": "float64"} at build time) is fed and answers float64. Runner options
 {"xla": true} compiles the training and inference steps with XLA (jit_compile) for the
-benchmark.
+benchmark; {"optimize": true} (zoo bench --optimize) does the same, and then forward()
+answers from the very XLA-compiled inference function that is timed.
+
+Per-layer times (`layer_times`): each spec layer alone, as a Keras sub-model from its
+bottoms' tensors to its tops' (the Permute/ZeroPadding helpers the converter put in front
+of it belong to it), called on the real values of its inputs in its own tf.function;
+forward is that call's time, backward the time of forward + gradient (inputs and weights)
+less the forward, timed in alternation (runners/base.py, time_forward_backward). Why not tf.profiler: its trace names TensorFlow kernels, not Keras
+layers, reading it needs the TensorBoard profile plugin (not installed), and its per-op
+events inside one tf.function overlap on the inter-op pool. The sub-model way misses only
+what spans layers (Grappler's cross-layer fusion, the dispatch of one whole graph), so the
+layers' sum is close to, not equal to, the whole step.
 """
 
 from __future__ import annotations
@@ -41,7 +52,8 @@ class Runner(BaseRunner):
         self.heads = self.meta["heads"]
         self.dtype = self.meta.get("dtype", "float32")
         self.train_model = None      # train.keras, loaded by the first training step
-        self.xla = bool(self.options.get("xla"))
+        self.xla = bool(self.options.get("xla")) or self.optimize
+        self._infer_fn = None        # the tf.function that forward (optimize) and bench share
 
     def cuda_missing(self):
         if not self.tf.config.list_physical_devices("GPU"):
@@ -65,9 +77,24 @@ class Runner(BaseRunner):
     def _feed(self, inputs):
         return [self._cast(inputs[name]) for name in self.meta["inputs"] if name in inputs]
 
+    def _inference(self):
+        if self._infer_fn is None:
+            self._infer_fn = self.tf.function(lambda f: self.model(f, training=False),
+                                              jit_compile=self.xla)
+        return self._infer_fn
+
+    def optimizations(self, mode):
+        return [f"XLA (jit_compile=True) on the {'training step' if mode == 'train' else 'inference'}"
+                " tf.function"]
+
     def forward(self, inputs, expose=None):
         blobs = self.outputs_for(expose)
         with self.tf.device(self.tf_device):
+            if self.optimize and expose is None:
+                outs = self._inference()([self.tf.constant(x) for x in self._feed(inputs)])
+                outs = outs if isinstance(outs, (list, tuple)) else [outs]
+                by = dict(zip(self.heads, outs))
+                return {b: np.asarray(by[b]) for b in blobs}
             if all(b in self.heads for b in blobs):
                 outs = self.model(self._feed(inputs), training=False)
                 outs = outs if isinstance(outs, (list, tuple)) else [outs]
@@ -155,7 +182,7 @@ class Runner(BaseRunner):
         if mode == "infer":
             with tf.device(self.tf_device):
                 feed = [tf.constant(x) for x in self._feed(inputs)]
-            fn = tf.function(lambda f: self.model(f, training=False), jit_compile=self.xla)
+            fn = self._inference()
 
             def infer():
                 with tf.device(self.tf_device):
@@ -171,11 +198,81 @@ class Runner(BaseRunner):
                 step(feed).numpy()     # the loss on the host: the step has finished
         return train
 
+    # --- per-layer times (the module's docstring says how and why) ----------------------
+    def layer_times(self, inputs, mode):
+        from .base import time_call, time_forward_backward
+        tf = self.tf
+        train = mode == "train"
+        values = self._blob_values(inputs)
+        rows = []
+        with tf.device(self.tf_device):
+            for layer in self.net.deploy_layers:
+                sub = None if layer.kind.is_input else self._layer_model(layer, train)
+                if sub is None:
+                    continue
+                xs = [tf.constant(values[b]) for b in layer.bottoms]
+                fwd = tf.function(lambda xs, sub=sub: sub(xs, training=train))
+                if train:
+                    both = tf.function(lambda xs, sub=sub: _gradients(tf, sub, xs, train))
+                    f, b = time_forward_backward(lambda fwd=fwd, xs=xs: _host(fwd(xs)),
+                                                 lambda both=both, xs=xs: _host(both(xs)))
+                else:
+                    f, b = time_call(lambda fwd=fwd, xs=xs: _host(fwd(xs))), 0.0
+                rows.append({"layer": layer.name, "forward_s": f, "backward_s": b})
+        return rows
+
+    def _blob_values(self, inputs) -> dict:
+        """Every blob's value as the Keras model holds it (NHWC inside), from one forward."""
+        names = [b for l in self.net.deploy_layers if not l.kind.is_input for b in l.bottoms]
+        names = [b for b in dict.fromkeys(names) if b in self.meta["blob_layers"]]
+        feed = self._feed(inputs)
+        with self.tf.device(self.tf_device):
+            probe = self.keras.Model(self.model.inputs,
+                                     [self.model.get_layer(self.meta["blob_layers"][b]).output
+                                      for b in names])
+            outs = probe(feed, training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        return {b: np.asarray(o) for b, o in zip(names, outs)}
+
+    def _layer_model(self, layer, train: bool):
+        """A Keras model from the layer's bottoms to its tops: in train mode the training
+        model's (its weights are the ones stepped), else the inference model's. None for a
+        layer with no Keras tensors of its own (an input)."""
+        where = self.meta["blob_layers"]
+        if not all(b in where for b in layer.bottoms + layer.tops):
+            return None
+        model = self._training_model() if train else self.model
+        names = {l.name for l in model.layers}
+        if not all(where[b] in names for b in layer.bottoms + layer.tops):
+            model = self.model       # off the loss's path: only in the inference model
+        outs = [model.get_layer(where[t]).output for t in layer.tops]
+        ins = [model.get_layer(where[b]).output for b in layer.bottoms]
+        return self.keras.Model(ins, outs)
+
     def device_name(self) -> str:
         return self.tf_device
 
     def versions(self):
         return {"tensorflow": self.tf.__version__, "keras": self.keras.__version__}
+
+
+def _host(out) -> None:
+    """Wait for a result (CPU eager results are ready on return; a GPU's are not)."""
+    for t in out if isinstance(out, (list, tuple)) else [out]:
+        if t is not None:
+            t.numpy()
+
+
+def _gradients(tf, sub, xs, train: bool):
+    """Forward and backward of one layer: gradients for its float inputs and its weights."""
+    floats = [x for x in xs if x.dtype.is_floating]
+    with tf.GradientTape() as tape:
+        tape.watch(floats)
+        ys = sub(xs, training=train)
+    grads = tape.gradient(ys, floats + list(sub.trainable_variables))
+    # the outputs too: else TensorFlow prunes a forward the gradients do not need (Dense's)
+    ys = ys if isinstance(ys, (list, tuple)) else [ys]
+    return list(ys) + [g for g in grads if g is not None]
 
 
 def _set_threads(tf, threads: int) -> None:

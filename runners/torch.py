@@ -5,6 +5,11 @@ is the identity in verify's training step (its masks cannot be compared across e
 and active in bench. With options {"dtype": "float64"} (the verify training oracle) the
 model and inputs are float64.
 
+Runner options {"optimize": True} (zoo bench --optimize): the model's forward and its
+training loss run through torch.compile (Inductor), and a network with 4-D convolutions in
+channels-last memory format where that is faster here (a short eager timing of both formats
+decides, before compiling: compiling both would double the longest part).
+
 The oracle's conditioning probe (options {"round_float32": True, "jitter_seed": k}, float64
 models only, see zoo/verifier.py): every leaf module's output, and the gradient flowing back
 into it, is rounded to float32, and with k > 0 each float input is moved by a random
@@ -46,6 +51,8 @@ class Runner(BaseRunner):
         self.model.load_state_dict(load_file(str(self.dir / "weights.safetensors")))
         self.dtype = torch.float64 if meta.get("dtype") == "float64" else torch.float32
         self.model.to(device=self.dev, dtype=self.dtype).eval()
+        self._compiled: dict = {}          # "forward" / "loss" -> torch.compile'd callable
+        self.channels_last: bool | None = None   # decided on the first optimised call
         if self.options.get("round_float32"):
             if self.dtype != torch.float64:
                 raise ValueError("round_float32 is a probe of the float64 oracle")
@@ -78,9 +85,86 @@ class Runner(BaseRunner):
         return self._tensors(inputs, self.net.data_inputs)
 
     def forward(self, inputs, expose=None):
+        if self.optimize and expose is None:
+            self._prepare_optimized(inputs, "infer")
+            self.model.eval()
+            feed = self._memory_format(self._data(inputs))
+            with self.torch.no_grad():
+                out = self._compiled["forward"](**feed)
+            heads = self.outputs_for(None)
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            return {b: o.detach().cpu().contiguous().numpy() for b, o in zip(heads, outs)}
         with self.torch.no_grad():
             blobs = self.model(**self._data(inputs), return_all=True)
         return {b: blobs[b].detach().cpu().numpy() for b in self.outputs_for(expose)}
+
+    # --- the optimised configuration -------------------------------------------------------
+    def optimizations(self, mode):
+        done = ["torch.compile (Inductor)"]
+        if self.channels_last is not None:
+            done.append("channels-last" if self.channels_last else
+                        "contiguous (NCHW) memory format: channels-last was not faster here")
+        return done
+
+    def _has_conv(self) -> bool:
+        return any(l.type == "Convolution" and len(l.out_shapes[0]) == 4 for l in self.net.layers)
+
+    def _memory_format(self, feed: dict) -> dict:
+        if not self.channels_last:
+            return feed
+        cl = self.torch.channels_last
+        return {k: v.contiguous(memory_format=cl) if v.dim() == 4 and v.is_floating_point() else v
+                for k, v in feed.items()}
+
+    def _prepare_optimized(self, inputs, mode) -> None:
+        """Choose the memory format (once), then compile forward and the loss (once each)."""
+        torch = self.torch
+        if self.channels_last is None:
+            self.channels_last = self._has_conv() and self._channels_last_faster(inputs, mode)
+            if self.channels_last:
+                self.model.to(memory_format=torch.channels_last)
+        if "forward" not in self._compiled:
+            self._compiled["forward"] = torch.compile(self.model)
+            self._compiled["loss"] = torch.compile(self.model.training_loss)
+
+    def _channels_last_faster(self, inputs, mode) -> bool:
+        from .base import time_call
+        times = {}
+        for cl in (False, True):
+            self.model.to(memory_format=self.torch.channels_last if cl else self.torch.contiguous_format)
+            self.channels_last = cl
+            times[cl] = time_call(self._eager_iteration(inputs, mode), reps=3)
+        self.model.to(memory_format=self.torch.contiguous_format)
+        self.channels_last = None
+        return times[True] < times[False]
+
+    def _eager_iteration(self, inputs, mode):
+        torch = self.torch
+        if mode == "infer":
+            self.model.eval()
+            feed = self._memory_format(self._data(inputs))
+
+            def infer():
+                with torch.no_grad():
+                    self.model(**feed)
+            return infer
+        self._train_mode(dropout=True)
+        feed = self._memory_format(self._tensors(inputs, self.net.data_inputs + self.net.labels))
+
+        def grads():
+            self.model.zero_grad(set_to_none=True)
+            self.model.training_loss(**feed).backward()
+        return grads
+
+    def _loss_fn(self, inputs):
+        """The training loss to step: compiled under optimize, the model's own otherwise."""
+        if not self.optimize:
+            return self.model.training_loss
+        self._prepare_optimized(inputs, "train")
+        return self._compiled["loss"]
+
+    def _train_feed(self, inputs):
+        return self._memory_format(self._tensors(inputs, self.net.data_inputs + self.net.labels))
 
     def _train_mode(self, dropout: bool) -> None:
         self.model.train()
@@ -95,46 +179,53 @@ class Runner(BaseRunner):
         return self.torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
     def train_step(self, inputs, steps=1):
+        loss_fn = self._loss_fn(inputs)
         self._train_mode(dropout=False)
         opt = self._optimizer()
-        feed = self._tensors(inputs, self.net.data_inputs + self.net.labels)
+        feed = self._train_feed(inputs)
         losses = []
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            loss = self.model.training_loss(**feed)
+            loss = loss_fn(**feed)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
         state = self.model.state_dict()
-        weights = {canon: state[tname].detach().cpu().numpy() for canon, tname in self.meta["names"].items()}
+        weights = {canon: state[tname].detach().cpu().contiguous().numpy()
+                   for canon, tname in self.meta["names"].items()}
         return losses, weights
 
     def make_iteration(self, inputs, mode):
         torch = self.torch
         sync = torch.cuda.synchronize if self.dev.type == "cuda" else (lambda: None)
         if mode == "infer":
+            if self.optimize:
+                self._prepare_optimized(inputs, mode)
+            model = self._compiled["forward"] if self.optimize else self.model
             self.model.eval()
-            feed = self._data(inputs)
+            feed = self._memory_format(self._data(inputs))
 
             def infer():
                 with torch.no_grad():
-                    self.model(**feed)
+                    model(**feed)
                 sync()
             return infer
+        loss_fn = self._loss_fn(inputs)
         self._train_mode(dropout=True)
         opt = self._optimizer()
-        feed = self._tensors(inputs, self.net.data_inputs + self.net.labels)
+        feed = self._train_feed(inputs)
 
         def train():
             opt.zero_grad(set_to_none=True)
-            self.model.training_loss(**feed).backward()
+            loss_fn(**feed).backward()
             opt.step()
             sync()
         return train
 
     def layer_times(self, inputs, mode):
         """Per-module forward (and backward, in train mode) times from hooks around every
-        module, synchronised; a separate pass from the clean timing."""
+        module, synchronised; a separate pass from the clean timing; the median of
+        LAYER_REPS steps after one untimed."""
         torch = self.torch
         sync = torch.cuda.synchronize if self.dev.type == "cuda" else (lambda: None)
         times: dict[str, dict[str, float]] = {}
@@ -158,16 +249,27 @@ class Runner(BaseRunner):
             handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
             if mode == "train":
                 handles += [m.register_full_backward_pre_hook(bpre), m.register_full_backward_hook(bpost)]
+        from .base import LAYER_REPS
         step = self.make_iteration(inputs, mode)
         step()                       # warm-up, not counted
-        times.clear()
-        reps = 3
-        for _ in range(reps):
+        runs = []
+        for _ in range(LAYER_REPS):
+            times.clear()
             step()
+            runs.append({k: dict(v) for k, v in times.items()})
         for h in handles:
             h.remove()
-        return [{"layer": k, "forward_s": v["forward_s"] / reps, "backward_s": v["backward_s"] / reps}
-                for k, v in times.items()]
+        spec_names = self._spec_names()
+        return [{"layer": spec_names.get(k, k),
+                 "forward_s": float(np.median([r.get(k, {}).get("forward_s", 0.0) for r in runs])),
+                 "backward_s": float(np.median([r.get(k, {}).get("backward_s", 0.0) for r in runs]))}
+                for k in runs[-1]]
+
+    def _spec_names(self) -> dict[str, str]:
+        """Module attribute -> spec layer name, from the build's parameter names (a layer
+        without parameters keeps its attribute name, the spec's name made an identifier)."""
+        return {tname.rsplit(".", 1)[0]: canon.rsplit(".", 1)[0]
+                for canon, tname in self.meta["names"].items() if "." in tname}
 
     def device_name(self) -> str:
         if self.dev.type == "cuda":

@@ -14,6 +14,18 @@ several fresh processes and reports their spread. GFLOP/s sit beside the machine
 GEMM peak at the same thread count (zoo/peak.py). A `layers` breakdown is a separate pass
 and never mixes with the timing; an engine without a per-layer profiler says so.
 
+With `optimize`, each point is timed twice, each in its own fresh child: as built ("config":
+"default") and in the engine's fastest standard configuration ("optimized": torch.compile
+and channels-last where faster, XLA, MXNet's oneDNN fusion, ORT's full optimisation and
+threads; "enabled" says what, per engine, from its runner). The optimised model is verified
+in its child before it is timed (runners/base.py, verify_optimized): its forward outputs on
+the bench batch against the float64 NumPy reference with zoo/magnitude.py's bounds (the
+first VERIFY_ROWS samples: the reference of the whole batch takes minutes, and eval-mode
+outputs are per sample) and, in train mode, one step's loss and updated weights against the
+default configuration's step, at verify's tolerances. One that fails is a row with status
+"fail", the reason and no time. An engine with no optimised configuration (Caffe, OpenCV)
+has a "skipped" optimised row saying so.
+
 The cases are walked by zoo/cases.py, as verify's are: a case that cannot run (e.g. train mode
 on a network without a loss layer) is skipped with the reason before any child starts, so no
 time is ever reported for work that did not happen.
@@ -26,13 +38,14 @@ import platform
 from dataclasses import dataclass
 from typing import Callable
 
-from . import __version__, cases, data, engines, isolation
+from . import __version__, cases, data, engines, isolation, reference
+from . import weights as W
 from . import net as N
 from . import options as _options
 from . import stats as S
 from .errors import UsageError
 
-KEYS = ["network", "engine", "device", "threads", "batch", "mode", "status", "median_s",
+KEYS = ["network", "engine", "config", "enabled", "device", "threads", "batch", "mode", "status", "median_s",
         "mean_s", "min_s", "max_s", "q1_s", "q3_s", "iqr_s", "p10_s", "p90_s", "p99_s", "cv",
         "ci_low_s", "ci_high_s", "ci_rel_width", "iters", "warmup_iters", "stopped_by",
         "samples_per_s", "gflops", "peak_gflops", "peak_fraction", "repeat", "between_rel_range",
@@ -67,6 +80,10 @@ def default_batch(net: N.Net, device: str) -> int:
 
 
 MODES = ("train", "infer", "both")
+CONFIGS = ("default", "optimized")
+VERIFY_ROWS = 2      # samples of the bench batch an optimised model's outputs are checked on
+# the names the reference travels under beside the batch (runners/__main__.py reads them)
+CHECK_REF, CHECK_BOUND = "__check_ref__:", "__check_bound__:"
 
 
 @dataclass
@@ -75,6 +92,23 @@ class _Batch:
     size: int
     inputs: dict
     fwd_flops: int
+    check: dict | None = None    # --optimize: reference outputs and bounds of the first rows
+
+
+def _check_arrays(net: N.Net, inputs: dict, seed: int) -> dict:
+    """The reference an optimised model is verified against (see the module's docstring):
+    the float64 outputs of the first VERIFY_ROWS samples and their allowed errors."""
+    rows = min(VERIFY_ROWS, next(iter(inputs.values())).shape[0])
+    small = net.with_batch(rows)
+    first = {k: v[:rows] for k, v in inputs.items()}
+    weights = W.for_net(net, seed)
+    ref = reference.forward(small, weights, first, with_loss=False)
+    bound = reference.bounds(small, weights, ref)
+    out = {}
+    for blob in small.outputs:
+        out[CHECK_REF + blob] = ref[blob]
+        out[CHECK_BOUND + blob] = bound[blob]
+    return out
 
 
 def bench(names: list | None = None, engines_: list[str] | None = None, device: str = "cpu",
@@ -83,7 +117,8 @@ def bench(names: list | None = None, engines_: list[str] | None = None, device: 
           seed: int = 0, timeout: float = 1800.0, options: dict | None = None,
           progress: Callable[[dict], None] | None = None, ci_width: float = 0.1,
           max_time: float = 20.0, repeat: int = 1, method: str = "adaptive",
-          peak: bool = True, started: Callable[[cases.Case], None] | None = None) -> list[dict]:
+          peak: bool = True, started: Callable[[cases.Case], None] | None = None,
+          optimize: bool = False) -> list[dict]:
     """Time networks (default: the whole zoo) on engines (default: all registered). A case
     that cannot run (zoo/cases.py: not installed, no training step, no loss layer to train,
     unsupported, build failed) is a row with its status and reason and no time. Options that
@@ -95,7 +130,11 @@ def bench(names: list | None = None, engines_: list[str] | None = None, device: 
     of the median wide or `max_time` seconds have passed; "fixed" is the earlier fixed-count
     method. `repeat` runs each point in that many fresh processes and reports the spread
     between them. `peak` measures the machine's float32 GEMM peak per thread count once
-    (zoo/peak.py, cached) and reports each point's GFLOP/s as a fraction of it."""
+    (zoo/peak.py, cached) and reports each point's GFLOP/s as a fraction of it.
+    `optimize`: each point also in the engine's optimised configuration, verified before it
+    is timed (the module's docstring); rows carry "config" ("default" or "optimized"),
+    the optimised one right after its default, and "enabled" (what was switched on).
+    `progress` is called once per row."""
     mode = _options.mode(mode, MODES)
     device = _options.device(device)
     engines_ = _options.engine_names(engines_)
@@ -113,32 +152,57 @@ def bench(names: list | None = None, engines_: list[str] | None = None, device: 
     def prepare(net: N.Net) -> _Batch:
         b = batch or default_batch(net, device)
         netb = net.with_batch(b)
-        return _Batch(b, data.make(netb, seed), netb.flops)
+        inputs = data.make(netb, seed)
+        check = _check_arrays(net, inputs, seed) if optimize else None
+        return _Batch(b, inputs, netb.flops, check)
 
-    def new_row(case: cases.Case, p: _Batch, status: str, reason: str) -> dict:
-        return {"network": case.network, "engine": case.engine, "device": device,
-                "threads": case.threads, "batch": p.size, "mode": case.mode, "status": status,
-                "reason": reason, "environment": env}
+    configs = CONFIGS if optimize else CONFIGS[:1]
 
-    def run(case: cases.Case, p: _Batch, art) -> dict:
-        row = new_row(case, p, "ok", "")
+    def new_row(case: cases.Case, p: _Batch, status: str, reason: str, config: str) -> dict:
+        return {"network": case.network, "engine": case.engine, "config": config,
+                "device": device, "threads": case.threads, "batch": p.size, "mode": case.mode,
+                "status": status, "reason": reason, "enabled": None, "environment": env}
+
+    def run_config(case: cases.Case, p: _Batch, art, config: str) -> dict:
+        row = new_row(case, p, "ok", "", config)
+        opts = {**(options or {}), "bench_stats": settings}
         job = {"artifact": str(art.path), "mode": case.mode, "warmup": warmup, "iters": iters,
-               "min_time": min_time, "layers": False,
-               "options": {**(options or {}), "bench_stats": settings}}
-        _measure(row, case, job, p, device, layers, timeout, repeat, ci_width)
+               "min_time": min_time, "layers": False, "options": opts}
+        arrays = p.inputs
+        if config == "optimized":
+            job["options"] = {**opts, "optimize": True}
+            job["check_rows"] = VERIFY_ROWS
+            arrays = {**p.inputs, **p.check}
+        # per-layer profiles are of the default configuration (the engines' profilers see
+        # the model as built; a compiled one is one fused program)
+        _measure(row, case, job, p, device, layers and config == "default", timeout, repeat,
+                 ci_width, arrays)
         row.update({"spec_sha256": art.manifest["spec_sha256"],
                     "weights_sha256": art.manifest["weights_sha256"]})
         if row["status"] == "ok":
             peaks.annotate(row)
         return row
 
-    def settle(case: cases.Case, p: _Batch, settled: cases.Settled) -> dict:
-        return new_row(case, p, settled.status, settled.reason)
+    def run(case: cases.Case, p: _Batch, art) -> list[dict]:
+        rows = []
+        for config in configs:
+            rows.append(run_config(case, p, art, config))
+            if progress:
+                progress(rows[-1])
+        return rows
+
+    def settle(case: cases.Case, p: _Batch, settled: cases.Settled) -> list[dict]:
+        rows = [new_row(case, p, settled.status, settled.reason, c) for c in configs]
+        for row in rows:
+            if progress:
+                progress(row)
+        return rows
 
     modes = ["train", "infer"] if mode == "both" else [mode]
-    return cases.walk(names, engines_, modes, prepare=prepare, run=run, settle=settle,
-                      inference_mode="infer", threads=threads, seed=seed, timeout=timeout,
-                      progress=progress, started=started)
+    per_case = cases.walk(names, engines_, modes, prepare=prepare, run=run, settle=settle,
+                          inference_mode="infer", threads=threads, seed=seed, timeout=timeout,
+                          started=started)
+    return [row for rows in per_case for row in rows]
 
 
 def statistics_settings(method: str, ci_width, max_time, min_time: float) -> dict:
@@ -176,16 +240,20 @@ class _Peaks:
 
 
 def _measure(row: dict, case: cases.Case, job: dict, p: _Batch, device: str, layers: bool,
-             timeout: float, repeat: int = 1, ci_width: float = 0.1) -> None:
+             timeout: float, repeat: int = 1, ci_width: float = 0.1,
+             arrays: dict | None = None) -> None:
     row["load_before"] = S.load_average()
     runs = []
     for _ in range(repeat):             # each in a fresh child: their spread is the point
-        res = isolation.run(case.engine, "bench", job, p.inputs, threads=case.threads,
-                            device=device, timeout=timeout)
+        res = isolation.run(case.engine, "bench", job, p.inputs if arrays is None else arrays,
+                            threads=case.threads, device=device, timeout=timeout)
         if not res.ok:
             settled = cases.child_failed(res)
             row.update(status=settled.status, reason=settled.reason,
                        load_after=S.load_average())
+            return
+        if not _verified(row, res.result):
+            row["load_after"] = S.load_average()
             return
         runs.append(res.result)
     row["load_after"] = S.load_average()
@@ -195,6 +263,20 @@ def _measure(row: dict, case: cases.Case, job: dict, p: _Batch, device: str, lay
     row["gflops"] = p.fwd_flops * (3 if case.mode == "train" else 1) / row["median_s"] / 1e9
     if layers:
         _layer_pass(row, case, job, p, device, timeout)
+
+
+def _verified(row: dict, result: dict) -> bool:
+    """Copy an optimised run's verification into the row; False (the row now says "fail",
+    why, and has no time) when the optimised model failed it."""
+    v = result.get("verification")
+    if v is None:
+        return True
+    row["verification"] = v
+    row["enabled"] = v.get("enabled")
+    if v["status"] == "pass":
+        return True
+    row.update(status="fail", reason=f"optimised model failed verification, not timed: {v['reason']}")
+    return False
 
 
 def _summarise(row: dict, runs: list[dict], case: cases.Case, ci_width: float) -> None:
@@ -233,6 +315,8 @@ def _layer_pass(row: dict, case: cases.Case, job: dict, p: _Batch, device: str,
     lres = isolation.run(case.engine, "bench", job, p.inputs, threads=case.threads,
                          device=device, timeout=timeout)
     row["layers"] = lres.result.get("layers") if lres.ok else None
+    # the step timed in the profiling child itself: what the layers' sum compares with
+    row["layers_step_s"] = lres.result.get("layers_step_s") if lres.ok else None
     if not lres.ok:
         row["layers_reason"] = lres.reason
     elif row["layers"] is None:
@@ -260,7 +344,9 @@ def plot(rows: list[dict], path) -> list[str]:
     import matplotlib.pyplot as plt
     from pathlib import Path
 
-    ok = [r for r in rows if r["status"] == "ok"]
+    # an optimised configuration is its own line and colour ("torch optimized")
+    ok = [dict(r, engine=f"{r['engine']} optimized") if r.get("config") == "optimized" else r
+          for r in rows if r["status"] == "ok"]
     if not ok:
         return []
     path = Path(path)

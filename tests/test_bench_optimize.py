@@ -1,0 +1,72 @@
+"""`zoo bench --optimize`: each engine's fastest standard configuration beside the default,
+verified in its own child before it is timed; a wrong optimised model is a `fail` with the
+reason and no time."""
+
+import pytest
+
+from conftest import require_engine
+from zoo import benchmark
+from zoo import engines as E
+
+NET = "mlp-mnist"
+FAST = dict(threads=[1], batch=8, warmup=1, iters=2, min_time=0, max_time=0.5, peak=False)
+OPTIMISED = {"torch", "tensorflow", "mxnet", "onnx"}      # engines with an optimised config
+TIMED = ("median_s", "samples_per_s", "gflops")
+
+
+def _installed(names):
+    return [e for e in names if E.get(e).installed]
+
+
+def test_optimize_gives_both_configurations_on_every_engine():
+    engines = _installed(["torch", "tensorflow", "mxnet", "onnx", "caffe", "caffe-opencv"])
+    if not engines:
+        pytest.skip("no engine installed")
+    rows = benchmark.bench([NET], engines, mode="both", optimize=True, **FAST)
+    assert len(rows) == 2 * 2 * len(engines)
+    for default, opt in zip(rows[::2], rows[1::2]):          # side by side: default first
+        assert (default["config"], opt["config"]) == ("default", "optimized")
+        assert (default["engine"], default["mode"]) == (opt["engine"], opt["mode"])
+        where = f"{opt['engine']} {opt['mode']}"
+        trains = E.get(opt["engine"]).train
+        if opt["mode"] == "train" and not trains:
+            assert default["status"] == opt["status"] == "skipped", where
+            continue
+        assert default["status"] == "ok", (where, default["reason"])
+        if opt["engine"] in OPTIMISED:
+            assert opt["status"] == "ok", (where, opt["reason"])
+            v = opt["verification"]
+            assert v["status"] == "pass" and v["worst_ratio"] <= 1, (where, v)
+            assert any(c.startswith("forward ") for c in v["checked"]), v
+            if opt["mode"] == "train":
+                assert "loss" in v["checked"] and any(c.startswith("update ") for c in v["checked"]), v
+            assert opt["enabled"] and all(isinstance(s, str) for s in opt["enabled"])
+            assert opt["median_s"] > 0
+        else:
+            assert opt["status"] == "skipped", (where, opt)
+            assert "no optimised configuration" in opt["reason"]
+            assert all(opt.get(k) is None for k in TIMED)
+
+
+@pytest.mark.parametrize("engine, mode, fault, what", [
+    ("onnx", "infer", "perturb-optimized", "forward "),
+    ("mxnet", "train", "perturb-optimized-step", "update "),
+])
+def test_a_wrong_optimised_model_fails_and_is_not_timed(monkeypatch, engine, mode, fault, what):
+    """The optimised model's answers scaled by 1 + 1e-3 (runners/__main__.py's test hook),
+    as a subtly wrong compiler would: its row fails with the reason and carries no time; the
+    default configuration, untouched, is timed."""
+    require_engine(engine)
+    monkeypatch.setenv("ZOO_FAULT", f"{engine}:{fault}")
+    default, opt = benchmark.bench([NET], [engine], mode=mode, optimize=True, **FAST)
+    assert default["config"] == "default" and default["status"] == "ok", default["reason"]
+    assert opt["config"] == "optimized" and opt["status"] == "fail", opt
+    assert "failed verification" in opt["reason"] and what in opt["reason"], opt["reason"]
+    assert opt["verification"]["status"] == "fail"
+    assert all(opt.get(k) is None for k in TIMED), opt
+
+
+def test_without_optimize_rows_are_the_default_configuration_only():
+    require_engine("onnx")
+    [row] = benchmark.bench(["linreg"], ["onnx"], mode="infer", **FAST)
+    assert row["config"] == "default" and row["status"] == "ok" and "verification" not in row
