@@ -84,8 +84,8 @@ def test_bench_without_a_loss_skips_train_on_every_engine_and_times_infer(tmp_pa
 
 def test_bench_reports_trustworthy_statistics_repeats_load_and_peak():
     """linreg on onnx: the adaptive method's figures, two fresh processes with their spread,
-    the load around the point, the GEMM peak beside the GFLOP/s, and per-layer times refused
-    plainly by an engine without a profiler."""
+    the load around the point, the GEMM peak beside the GFLOP/s, and ONNX Runtime's per-layer
+    profile."""
     require_engine("onnx")
     [row] = benchmark.bench(["linreg"], ["onnx"], threads=[1], batch=4, mode="infer", warmup=1,
                             iters=6, min_time=0.02, max_time=0.5, repeat=2, layers=True)
@@ -98,7 +98,7 @@ def test_bench_reports_trustworthy_statistics_repeats_load_and_peak():
     assert row["load_before"] is not None and row["others_cores"] is not None
     assert isinstance(row["noisy"], bool) and row["noisy"] == bool(row["noise"])
     assert row["peak_gflops"] > 0 and row["peak_fraction"] == row["gflops"] / row["peak_gflops"]
-    assert row["layers"] is None and "not available from onnx" in row["layers_reason"]
+    assert [l["layer"] for l in row["layers"]] == ["fc"] and row["layers"][0]["forward_s"] > 0
 
 
 @pytest.mark.parametrize("kw, message", [({"ci_width": 0}, "ci_width must be a number > 0"),

@@ -134,7 +134,8 @@ def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None
           timeout: float = 1800.0, options: dict | None = None,
           progress: Callable[[dict], None] | None = None, ci_width: float = 0.1,
           max_time: float = 20.0, repeat: int = 1, method: str = "adaptive",
-          peak: bool = True, started: Callable | None = None) -> list[dict]:
+          peak: bool = True, started: Callable | None = None,
+          optimize: bool = False) -> list[dict]:
     """Time per mini-batch, every engine the same way: one row (a dict) per network x engine
     x mode x thread count, in that order.
 
@@ -151,13 +152,17 @@ def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None
     "peak_gflops"/"peak_fraction" (the machine's float32 GEMM peak, measured once and cached,
     unless `peak=False`), "peak_rss_mb" (and "layers" with `layers=True`, a separate
     profiling pass). `options` are the engine's (e.g. {"xla": True} for tensorflow).
-    `started(case)` is called as each point begins, `progress(row)` after it.
+    `optimize`: each point also in the engine's fastest standard configuration (torch.compile,
+    XLA, MXNet's oneDNN fusion, ORT's full optimisation), verified against the reference
+    before it is timed; rows carry "config" ("default" / "optimized") and "enabled", and an
+    optimised model that fails its verification is a row with status "fail" and no time.
+    `started(case)` is called as each point begins, `progress(row)` after each row.
     zoo.benchmark.write_csv and zoo.benchmark.plot
     write the rows out; zoo.report.write makes an HTML page of them."""
     from .benchmark import bench as _bench
     return _bench(names, engines, device, threads, batch, mode, warmup, iters, min_time,
                   layers, seed, timeout, options, progress, ci_width, max_time, repeat,
-                  method, peak, started)
+                  method, peak, started, optimize)
 
 
 def import_model(path: str | Path, out: str | Path, weights: str | Path | None = None,
