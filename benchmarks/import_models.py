@@ -179,34 +179,22 @@ def rebuild_ratio(spec: str, x, y) -> float:
     return float(np.max(np.abs(got - y)) / np.max(np.abs(y)))
 
 
-def with_loss(spec: str) -> str:
-    """A copy of the imported spec with an INT64 label input and a SoftmaxWithLoss on its last
-    output, so that it trains."""
-    from google.protobuf import text_format
-    from zoo import spec_pb2
-    p = Path(spec)
-    msg = text_format.Parse(p.read_text(), spec_pb2.NetSpec())
-    logits = msg.layer[-1].top[0]
-    batch = next(lp.input_param.shape[0] for lp in msg.layer if lp.type == "Input")
-    lab = msg.layer.add(name="label", type="Input")
-    lab.input_param.shape.append(batch)
-    lab.input_param.dtype = spec_pb2.InputParam.INT64
-    msg.layer.add(name="loss", type="SoftmaxWithLoss", bottom=[logits, "label"])
-    msg.name = f"{msg.name}_train"
-    msg.train.lr = 0.01
-    msg.train.momentum = 0.9
-    out = p.with_name(f"{msg.name}.prototxt")
-    out.write_text(text_format.MessageToString(msg))
-    return str(out)
+def with_loss(onnx_path: Path, out: Path, batch: int) -> str:
+    """The same model imported with the importer's own `--loss softmax` (a SoftmaxWithLoss on
+    its logits with an integer label input), so that it trains."""
+    import zoo
+    return str(zoo.import_model(onnx_path, out, batch=batch, force=True, loss="softmax"))
 
 
-def verify(spec: str, params: int) -> dict:
+def verify(spec: str, params: int, train_spec) -> dict:
+    """Forward on every engine; training (train_spec(): the spec with a loss) on
+    TRAIN_ENGINES for models under TRAIN_MAX_PARAMS parameters."""
     import zoo
     status = {}
     for r in zoo.verify([spec], engines=ENGINES, mode="forward", batch=1):
         status[f"{r.engine}"] = _status(r)
     if params < TRAIN_MAX_PARAMS:
-        for r in zoo.verify([with_loss(spec)], engines=TRAIN_ENGINES, mode="train", batch=1):
+        for r in zoo.verify([train_spec()], engines=TRAIN_ENGINES, mode="train", batch=1):
             status[f"{r.engine}:train"] = _status(r)
     return status
 
@@ -236,7 +224,8 @@ def run_one(family: str, exporter: str, args, work: Path) -> dict:
     except Exception as e:  # noqa: BLE001
         row["rebuild_error"] = f"{type(e).__name__}: {str(e)[:300]}"
     if not args.no_verify:
-        row["verify"] = verify(spec, params)
+        row["verify"] = verify(spec, params, lambda: with_loss(
+            path, work / f"{family}-{exporter}-train", args.batch))
     return row
 
 
