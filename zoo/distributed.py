@@ -532,20 +532,15 @@ def _conditioning(prob, oracle: dict, steps: int, timeout) -> dict:
     by its share, so this does not understate the point's conditioning)."""
     if "shards" not in oracle:
         return verifier._conditioning(prob, oracle, steps, timeout)
-    worst, where = 0.0, ""
+    worst = {"S": 0.0, "where": ""}
     for r, (shard, shard_weights) in enumerate(oracle["shards"]):
-        shard_oracle = {"weights": shard_weights}
-        for k in range(T.CONDITIONING_PROBES):
-            res = isolation.run(verifier.ORACLE_ENGINE, "train",
-                                {"artifact": oracle["artifact"], "steps": steps,
-                                 "options": {"round_float32": True, "jitter_seed": k}},
-                                shard, threads=None, device="cpu", timeout=timeout)
-            if not res.ok:
-                return {"error": res.reason}
-            for d in verifier._update_diffs(prob, res.arrays, shard_oracle, 1.0, steps):
-                if d.worst_ratio > worst:
-                    worst, where = d.worst_ratio, f"{d.name}, shard {r}, probe {k + 1}"
-    return {"S": worst, "where": where}
+        res = verifier.probe(prob, oracle["artifact"], shard, {"weights": shard_weights}, steps,
+                             timeout, where=f"shard {r}, ")
+        if "error" in res or res["S"] > worst["S"]:
+            worst = res
+        if "error" in res:
+            break
+    return worst
 
 
 # --- bench -------------------------------------------------------------------------------------

@@ -364,23 +364,29 @@ def _conditioning(p: Problem, oracle: dict, steps: int, timeout: float) -> dict:
 def _conditioning_unlocked(p: Problem, oracle: dict, steps: int, timeout: float) -> dict:
     """How far an idealised float32 engine may legitimately land from the oracle here:
     the oracle rerun with float32 rounding at its layer boundaries (tolerances.py)."""
-    if p.conditioning is not None:
-        return p.conditioning
-    worst, where = 0.0, ""
+    if p.conditioning is None:
+        p.conditioning = probe(p, oracle["artifact"], p.inputs, oracle, steps, timeout)
+    return p.conditioning
+
+
+def probe(p: Problem, artifact: str, inputs: dict, oracle: dict, steps: int, timeout: float,
+          where: str = "") -> dict:
+    """The probe itself: the oracle's build rerun CONDITIONING_PROBES times on `inputs` as an
+    idealised float32 engine, against `oracle` (its exact step on the same inputs).
+    {"S": the largest deviation in the rule's units, "where"} or {"error": why}."""
+    worst, at = 0.0, ""
     for k in range(T.CONDITIONING_PROBES):
         res = isolation.run(ORACLE_ENGINE, "train",
-                            {"artifact": oracle["artifact"], "steps": steps,
+                            {"artifact": artifact, "steps": steps,
                              "options": {"round_float32": True, "jitter_seed": k}},
-                            p.inputs, threads=None, device="cpu", timeout=timeout)
+                            inputs, threads=None, device="cpu", timeout=timeout)
         if not res.ok:
-            p.conditioning = {"error": res.reason}
-            return p.conditioning
+            return {"error": res.reason}
         # in the units of the rule: the error it would allow per unit of rtol_update
         for d in _update_diffs(p, res.arrays, oracle, 1.0, steps):
             if d.worst_ratio > worst:
-                worst, where = d.worst_ratio, f"{d.name}, probe {k + 1} of {T.CONDITIONING_PROBES}"
-    p.conditioning = {"S": worst, "where": where}
-    return p.conditioning
+                worst, at = d.worst_ratio, f"{d.name}, {where}probe {k + 1} of {T.CONDITIONING_PROBES}"
+    return {"S": worst, "where": at}
 
 
 def _summarise(case: CaseResult, diffs: list[compare.Diff]) -> None:
