@@ -9,6 +9,7 @@ this process started. Only the CPU build exists here (brocolli-caffe, CPU_ONLY).
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -70,19 +71,22 @@ class Runner(CaffeBase):
         (verify) every Dropout layer's ratio is set to 0 in a temporary copy of the net."""
         from google.protobuf import text_format
         from caffe.proto import caffe_pb2
-        tmp = Path(tempfile.mkdtemp(prefix="zoo-caffe-"))
         netp = caffe_pb2.NetParameter()
         text_format.Parse((self.dir / "train_val.prototxt").read_text(), netp)
         if not dropout:
             for lp in netp.layer:
                 if lp.type == "Dropout":
                     lp.dropout_param.dropout_ratio = 0.0
-        (tmp / "train_val.prototxt").write_text(text_format.MessageToString(netp))
         sp = caffe_pb2.SolverParameter()
         text_format.Parse((self.dir / "solver.prototxt").read_text(), sp)
-        sp.net = str(tmp / "train_val.prototxt")
-        (tmp / "solver.prototxt").write_text(text_format.MessageToString(sp))
-        solver = self.caffe.SGDSolver(str(tmp / "solver.prototxt"))
+        tmp = Path(tempfile.mkdtemp(prefix="zoo-caffe-"))
+        try:
+            (tmp / "train_val.prototxt").write_text(text_format.MessageToString(netp))
+            sp.net = str(tmp / "train_val.prototxt")
+            (tmp / "solver.prototxt").write_text(text_format.MessageToString(sp))
+            solver = self.caffe.SGDSolver(str(tmp / "solver.prototxt"))
+        finally:
+            shutil.rmtree(tmp)    # Caffe has read both files: nothing is left in /tmp
         solver.net.copy_from(str(self.dir / "weights.caffemodel"))
         return solver
 

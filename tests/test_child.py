@@ -123,3 +123,14 @@ def test_gpu_device_without_cuda_is_a_clear_skip():
     [r] = verifier.verify(["linreg"], ["torch"], device="gpu0")
     assert r.status == "skipped" and "no CUDA device is present" in r.reason, r.reason
 
+
+
+def test_a_caffe_training_step_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    """Caffe's solver reads its net from files; zoo writes them to a temporary folder and
+    removes it once the solver has read them (406 such folders had piled up in /tmp)."""
+    require_engine("caffe")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    (result,) = verifier.verify(["linreg"], ["caffe"], mode="train")
+    assert result.status == "pass", result.reason
+    # the oracle's torch keeps its own reusable compile cache there, which is not zoo's to remove
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("torchinductor_")] == []
