@@ -82,6 +82,10 @@ class UniqueNames:
         self._taken.update([candidate, *(candidate + s for s in self._shadows)])
         return candidate
 
+    def named(self) -> dict:
+        """{key: name} for every key named so far."""
+        return dict(self._of)
+
     def reserve(self, *names: str) -> None:
         self._taken.update(names)
 

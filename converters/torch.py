@@ -615,4 +615,5 @@ def build(net, weights, outdir, options=None) -> dict:
             "dtype": (options or {}).get("dtype", "float32"),
             "names": ctx.names, "data_inputs": [ctx.v(b) for b in net.data_inputs],
             "labels": [ctx.v(b) for b in net.labels],
-            "input_names": {b: ctx.v(b) for b in net.data_inputs + net.labels}}
+            "input_names": {b: ctx.v(b) for b in net.data_inputs + net.labels},
+            "modules": ctx.attrs.named()}      # spec layer -> its module's attribute

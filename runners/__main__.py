@@ -175,6 +175,12 @@ def do_train(job: dict, work: Path):
     return {"losses": [float(x) for x in losses], **runner.info()}, weights
 
 
+def do_train_forward(job: dict, work: Path):
+    runner, _ = _runner(job)       # a fresh one: training mode updates BatchNorm's statistics
+    outs = runner.train_forward(_inputs(work), job["expose"])
+    return {"blobs": sorted(outs), **runner.info()}, outs
+
+
 CHECK_REF, CHECK_BOUND = "__check_ref__:", "__check_bound__:"   # zoo/benchmark.py's names
 
 
@@ -218,7 +224,8 @@ def do_bench(job: dict, work: Path):
                         job["min_time"], job.get("layers", False), check=check), {}
 
 
-ACTIONS = {"build": do_build, "forward": do_forward, "train": do_train, "bench": do_bench}
+ACTIONS = {"build": do_build, "forward": do_forward, "train": do_train,
+           "train_forward": do_train_forward, "bench": do_bench}
 
 
 def failure_kind(e: BaseException) -> str:

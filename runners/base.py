@@ -8,6 +8,9 @@ then:
                                expose=None gives the network outputs, a list gives those
                                blobs, ["*"] every blob (for naming the first bad layer)
   train_step(inputs, steps) -> (losses per step, {"layer.weight": array} updated, canonical)
+  train_forward(inputs, expose) -> like forward, but the forward pass of a training step
+                               (BatchNorm on batch statistics, Dropout the identity): the
+                               branches the step takes (zoo/branches.py)
   bench(...)                -> timing statistics
 """
 
@@ -85,6 +88,9 @@ class Runner:
 
     def train_step(self, inputs: dict[str, np.ndarray], steps: int = 1):
         raise NotImplementedError(f"{self.engine} has no training step")
+
+    def train_forward(self, inputs: dict[str, np.ndarray], expose: list[str]) -> dict:
+        raise NotImplementedError(f"{self.engine} does not expose its training forward")
 
     def make_iteration(self, inputs: dict[str, np.ndarray], mode: str):
         """A function that runs one synchronised iteration ("train": forward, loss,

@@ -103,6 +103,12 @@ class Runner(CaffeBase):
                    for k, (layer, i, t) in self.meta["names"].items()}
         return losses, weights
 
+    def train_forward(self, inputs, expose):
+        net = self._solver(dropout=False).net       # the TRAIN phase: BatchNorm on the batch
+        self._feed(net, inputs, self.net.data_inputs + self.net.labels)
+        net.forward()
+        return {b: self._from_caffe(b, net.blobs[b].data.copy()) for b in expose}
+
     def make_iteration(self, inputs, mode):
         if mode == "infer":
             self._feed(self.net_, inputs, self.net.data_inputs)

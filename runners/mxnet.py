@@ -103,16 +103,20 @@ class Runner(BaseRunner):
             return "this MXNet build has no CUDA support (the PyPI mxnet 1.9.1 wheel is CPU-only)"
         return None
 
-    def _block(self, symbol_file: str, inputs: list[str], dropout: bool):
-        """A SymbolBlock of an exported symbol with the build's parameters; dropout=False
-        sets every Dropout's p to 0 (verify: Dropout is the identity, also in training)."""
-        mx, meta = self.mx, self.meta
+    def _symbol(self, symbol_file: str, dropout: bool):
+        """An exported symbol; dropout=False sets every Dropout's p to 0 (verify: Dropout is
+        the identity, also in training)."""
         graph = json.loads((self.dir / symbol_file).read_text())
         if not dropout:
             for node in graph["nodes"]:
                 if node["op"] == "Dropout":
                     node.setdefault("attrs", {})["p"] = "0"
-        sym = mx.sym.load_json(json.dumps(graph))
+        return self.mx.sym.load_json(json.dumps(graph))
+
+    def _block(self, symbol_file: str, inputs: list[str], dropout: bool):
+        """A SymbolBlock of an exported symbol (`_symbol`) with the build's parameters."""
+        mx, meta = self.mx, self.meta
+        sym = self._symbol(symbol_file, dropout)
         block = mx.gluon.SymbolBlock(sym, [mx.sym.var(n, dtype=self.dtype) for n in inputs])
         block.collect_params().load(str(self.dir / f"{meta['prefix']}-0000.params"), ctx=self.ctx)
         for name in meta["frozen"]:
@@ -150,6 +154,20 @@ class Runner(BaseRunner):
         res = probe(*feed)
         res = res if isinstance(res, (list, tuple)) else [res]
         return {b: r.asnumpy() for b, r in zip(blobs, res)}
+
+    def train_forward(self, inputs, expose):
+        """The training symbol's inner outputs, in training mode (BatchNorm on the batch)."""
+        mx = self.mx
+        block = self._training_block(dropout=False)
+        internals = self._symbol(self.meta["train_symbol"], dropout=False).get_internals()
+        outs = [internals[f"{self.meta['symbols'][b]}_output"] for b in expose]
+        probe = mx.gluon.SymbolBlock(mx.sym.Group(outs),
+                                     [mx.sym.var(n, dtype=self.dtype) for n in self.meta["inputs"]],
+                                     params=block.collect_params())
+        with mx.autograd.train_mode():
+            res = probe(*self._nd(inputs, self.meta["input_blobs"]))
+        res = res if isinstance(res, (list, tuple)) else [res]
+        return {b: r.asnumpy() for b, r in zip(expose, res)}
 
     def _trainer(self, block):
         t = self.net.train

@@ -154,6 +154,19 @@ class Runner(BaseRunner):
 
         return tf.function(step, jit_compile=self.xla)
 
+    def train_forward(self, inputs, expose):
+        """The training model's layers, in training mode, in a tf.function as the step is."""
+        model = self._training_model()
+        for layer in model.layers:
+            if isinstance(layer, self.keras.layers.Dropout):
+                layer.rate = 0.0
+        probe = self.keras.Model(model.inputs,
+                                 [model.get_layer(self.meta["blob_layers"][b]).output for b in expose])
+        with self.tf.device(self.tf_device):
+            outs = self.tf.function(lambda f: probe(f, training=True))(self._train_feed(inputs))
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        return {b: self._to_spec_layout(b, np.asarray(o)) for b, o in zip(expose, outs)}
+
     def _train_feed(self, inputs):
         names = self.meta["inputs"] + self.meta["labels"]
         return [self.tf.constant(self._cast(inputs[n])) for n in names]

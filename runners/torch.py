@@ -15,6 +15,9 @@ models only, see zoo/verifier.py): every leaf module's output, and the gradient 
 into it, is rounded to float32, and with k > 0 each float input is moved by a random
 ~2^-24 relative amount: float64 arithmetic that makes float32's rounding decisions at layer
 boundaries, i.e. an idealised float32 engine.
+
+The branch-matched oracle (zoo/branches.py, float64 models only): a train job whose inputs
+carry an engine's branch decisions for its ReLU and Clip layers forces those branches.
 """
 
 from __future__ import annotations
@@ -173,12 +176,43 @@ class Runner(BaseRunner):
                 if isinstance(m, self.torch.nn.Dropout):
                     m.eval()
 
+    def train_forward(self, inputs, expose):
+        self._train_mode(dropout=False)
+        with self.torch.no_grad():
+            blobs = self.model(**self._data(inputs), return_all=True)
+        return {b: blobs[b].detach().cpu().numpy() for b in expose}
+
+    def _force_branches(self, forced: dict) -> None:
+        """The branch-matched oracle (zoo/branches.py): each listed ReLU or Clip module's
+        output is its input where the engine took the linear part, the kink's value
+        elsewhere, so its gradient flows exactly where the engine's did."""
+        from zoo import branches
+        torch = self.torch
+        if self.dtype != torch.float64:
+            raise ValueError("forced branches are an option of the float64 oracle")
+        modules = dict(self.model.named_children())
+        for layer in self.net.layers:
+            if layer.name not in forced:
+                continue
+            code = torch.from_numpy(forced[layer.name]).to(self.dev)
+            lo, hi = branches.kinks(layer)
+            fill = torch.where(code == branches.BELOW, lo, hi if hi is not None else lo).to(self.dtype)
+            linear = code == branches.LINEAR
+
+            def hook(module, args, out, linear=linear, fill=fill):
+                return torch.where(linear, args[0], fill)
+            modules[self.meta["modules"][layer.name]].register_forward_hook(hook)
+
     def _optimizer(self):
         t = self.net.train
         params = [p for p in self.model.parameters() if p.requires_grad]
         return self.torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
     def train_step(self, inputs, steps=1):
+        from zoo import branches
+        inputs, forced = branches.split_inputs(inputs)
+        if forced:
+            self._force_branches(forced)
         loss_fn = self._loss_fn(inputs)
         self._train_mode(dropout=False)
         opt = self._optimizer()

@@ -1,6 +1,8 @@
-"""The conditioning probe (zoo/tolerances.py): it measures ResNet-50's training step as
-ill-conditioned, a correct float32 engine passes under what it measured, a wrong update
-still fails, and a well-conditioned network keeps the default tolerance."""
+"""The training judge on an ill-conditioned step: ResNet-50's float32 step takes other ReLU
+branches than float64's, and passes at the default against the oracle stepped with them
+(zoo/branches.py); the conditioning probe (zoo/tolerances.py) measures the step as
+ill-conditioned; neither excuses a wrong learning rate; a well-conditioned network keeps
+the default tolerance."""
 
 import numpy as np
 import pytest
@@ -25,16 +27,22 @@ def resnet50():
     return p, _torch_train_case(p)
 
 
-def test_resnet50_step_is_measured_ill_conditioned(resnet50):
+def test_resnet50_passes_at_the_default_with_the_engines_own_branches(resnet50):
+    """float32 takes the other side of a ReLU's kink at a few dozen of 19 million inputs;
+    against the oracle stepped with those branches the update meets TRAIN_UPDATE_RTOL
+    itself, so the probe is not asked (zoo/branches.py)."""
     p, case = resnet50
-    s = p.conditioning["S"]
+    assert case.status == "pass", case.reason
+    assert case.tolerance_source.startswith(
+        f"rtol_update {T.TRAIN_UPDATE_RTOL:.3g}: branch-matched oracle: "), case.tolerance_source
+    assert p.conditioning is None
+
+
+def test_resnet50_step_is_measured_ill_conditioned(resnet50):
+    p, _ = resnet50
+    s = V._conditioning(p, p.oracle, 1, 900)["S"]
     # float32 rounding at layer boundaries alone moves the exact update by percents
     assert 1e-2 < s < 0.25, p.conditioning
-    assert case.status == "pass", case.reason
-    assert "ill-conditioned" in case.tolerance_source
-    # it needed the probe: the engine's error, in units of the layer's largest update
-    updates = [d for d in case.details if not d["name"].startswith("loss")]
-    assert max(d["max_rel_err"] for d in updates) > T.TRAIN_UPDATE_RTOL
 
 
 @pytest.mark.parametrize("factor", [0.5, 1.5])
@@ -43,8 +51,20 @@ def test_probe_does_not_excuse_a_wrong_learning_rate(resnet50, factor):
     o = p.oracle["weights"]
     wrong = {k: (p.weights[k] + factor * (o[k].astype(np.float64) - p.weights[k])).astype(np.float32)
              for k, ws in p.net.weight_specs().items() if ws.kind == "param"}
-    rtol = T.CONDITIONING_MARGIN * p.conditioning["S"]
+    rtol = T.CONDITIONING_MARGIN * V._conditioning(p, p.oracle, 1, 900)["S"]
     bad = [d.name for d in V._update_diffs(p, wrong, p.oracle, rtol, 1) if not d.ok]
+    assert len(bad) > len(wrong) // 2, bad
+
+
+@pytest.mark.parametrize("factor", [0.99, 1.01])
+def test_the_branch_matched_oracle_does_not_excuse_a_1_percent_learning_rate_error(resnet50, factor):
+    p, _ = resnet50
+    matched = V._branch_matched(p, "torch", build(p.net, "torch"), "cpu", None, p.oracle, 1, 900)
+    o = matched["oracle"]["weights"]
+    wrong = {k: (p.weights[k] + factor * (o[k].astype(np.float64) - p.weights[k])).astype(np.float32)
+             for k, ws in p.net.weight_specs().items() if ws.kind == "param"}
+    bad = [d.name for d in V._update_diffs(p, wrong, matched["oracle"], T.TRAIN_UPDATE_RTOL, 1)
+           if not d.ok]
     assert len(bad) > len(wrong) // 2, bad
 
 

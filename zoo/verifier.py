@@ -15,7 +15,11 @@ except in networks with BatchNorm: there the second step amplifies the float32 r
 the first through the 2-sample batch statistics (measured: ResNet-56 needs 5.5x the
 tolerance after two steps, 0.18x after one), so they compare one step.
 
-A training case that fails the default update tolerance gets the conditioning probe
+A float32 training case whose losses agree and whose updates fail the default tolerance is
+asked two questions, in this order. Did the engine take the other side of a ReLU's or Clip's
+kink where float32 rounding allows it? Then the oracle steps again with the engine's own
+branches and the update is judged against that at the default tolerance
+(`_branch_matched`, zoo/branches.py). If that does not settle it, the conditioning probe
 (`_conditioning`, rule and measurements in tolerances.py): if the verification point itself
 cannot resolve the tolerance, the case is judged at what it can resolve, and says so.
 
@@ -39,7 +43,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import cache, cases, compare, data, engines, isolation, options, reference
+from . import branches, cache, cases, compare, data, engines, isolation, options, reference
 from . import net as N
 from . import tolerances as T
 from . import weights as W
@@ -96,6 +100,7 @@ class Problem(contextlib.AbstractContextManager):
     oracle: dict | None = None          # {"losses", "weights", "artifact"} or {"error": str}
     bound: dict | None = None           # blob -> allowed error (zoo/magnitude.py), when needed
     conditioning: dict | None = None    # {"S": float, "where": str} or {"error": str}
+    train_reference: object = None      # branches.TrainReference, when a case needs it
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     # cases.walk runs the engines' cases side by side: what is computed once per network (the
     # oracle, the conditioning probe, the bounds, the update scales) is computed under this
@@ -301,7 +306,18 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
     rtol_update, source = T.train_update_rtol(engine, p.net.name, p.dtype)
     updates = _update_diffs(p, res.arrays, oracle, rtol_update, steps)
     if p.dtype == "float32" and not all(d.ok for d in diffs + updates) and all(d.ok for d in diffs):
-        # only updates are off: can this verification point resolve rtol_update at all?
+        # only updates are off: did the engine take another branch of a kink than float64?
+        matched = _branch_matched(p, engine, art, device, threads, oracle, steps, timeout)
+        if "oracle" in matched:
+            again = _update_diffs(p, res.arrays, matched["oracle"], rtol_update, steps)
+            if all(d.ok for d in again):
+                updates, source = again, f"branch-matched oracle: {matched['check'].describe()} (zoo/branches.py)"
+            else:
+                source = f"{source}; the branch-matched oracle did not settle it ({matched['check'].describe()})"
+        elif matched.get("why"):
+            source = f"{source}; no branch-matched oracle: {matched['why']}"
+    if p.dtype == "float32" and not all(d.ok for d in diffs + updates) and all(d.ok for d in diffs):
+        # can this verification point resolve rtol_update at all?
         probe = _conditioning(p, oracle, steps, timeout)
         needed = T.CONDITIONING_MARGIN * probe.get("S", 0.0)
         if "error" in probe:
@@ -323,6 +339,38 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
         bad = next(d for d in diffs if not d.ok)
         case.first_bad_layer = bad.name.split(".")[0] if "." in bad.name else None
         case.reason = f"{bad.name}: {bad.reason or f'{bad.worst_ratio:.3g}x the tolerance'}"
+
+
+def _branch_matched(p: Problem, engine: str, art, device, threads, oracle: dict, steps: int,
+                    timeout: float) -> dict:
+    """The oracle's step with the engine's own branch decisions at every ReLU and Clip,
+    when each differing decision is a legitimate float32 one (zoo/branches.py):
+    {"oracle": {"losses", "weights"}, "check": branches.Check}, or {"why": str} without."""
+    if steps != 1:
+        return {"why": "the comparison takes two steps (branches are matched for one)"}
+    layers = branches.kink_layers(p.netb)
+    if not layers:
+        return {}
+    res = isolation.run(engine, "train_forward", {"artifact": str(art.path),
+                                                   "expose": [l.tops[0] for l in layers]},
+                        p.inputs, device=device, threads=threads, timeout=timeout)
+    if not res.ok:
+        return {"why": f"the engine's training forward failed: {res.reason}"}
+    codes = {l.name: branches.codes(l, res.arrays[l.tops[0]]) for l in layers}
+    with p.lock:
+        if p.train_reference is None:
+            p.train_reference = branches.TrainReference(p.netb, p.weights, p.inputs)
+    check = branches.check(p.netb, p.train_reference, codes)
+    if not check.flips:
+        return {"why": check.describe()}
+    if not check.ok:
+        return {"why": f"a branch no float32 rounding explains: {check.describe()}"}
+    res = isolation.run(ORACLE_ENGINE, "train", {"artifact": oracle["artifact"], "steps": steps},
+                        branches.oracle_inputs(p.inputs, codes), threads=None, device="cpu",
+                        timeout=timeout)
+    if not res.ok:
+        return {"why": f"the branch-matched oracle failed: {res.reason}"}
+    return {"oracle": {"losses": res.result["losses"], "weights": res.arrays}, "check": check}
 
 
 def _layer_scales(p: Problem, oracle: dict) -> dict[str, float]:

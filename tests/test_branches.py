@@ -1,0 +1,95 @@
+"""The branch-matched oracle (zoo/branches.py): which layers and branches it reads, which
+differing decisions it accepts (within the forward bound of the kink) and which it refuses,
+that the float64 oracle really steps with the branches it is given, and that every training
+engine exposes the forward pass its step takes."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import require_engine
+from zoo import branches, isolation
+from zoo import net as N
+from zoo import verifier as V
+from zoo.builds import build
+
+SPEC = Path(__file__).parent / "data" / "branchy.prototxt"
+
+
+@pytest.fixture(scope="module")
+def problem():
+    p = V._prepare(N.load(SPEC), 4, 0)
+    p.train_reference = branches.TrainReference(p.netb, p.weights, p.inputs)
+    return p
+
+
+def reference_codes(p) -> dict:
+    return {l.name: branches.codes(l, p.train_reference.blobs[l.tops[0]])
+            for l in branches.kink_layers(p.netb)}
+
+
+def test_it_reads_every_branch_of_relu_and_clip(problem):
+    assert [l.name for l in branches.kink_layers(problem.netb)] == ["relu1", "clip2"]
+    codes = reference_codes(problem)
+    assert set(np.unique(codes["relu1"])) == {branches.BELOW, branches.LINEAR}
+    assert set(np.unique(codes["clip2"])) == {branches.BELOW, branches.LINEAR, branches.ABOVE}
+    assert branches.check(problem.netb, problem.train_reference, codes).flips == 0
+
+
+def test_a_flip_within_the_bound_of_the_kink_is_accepted_one_beyond_is_not(problem):
+    ref = problem.train_reference
+    x, bound = ref.blobs["bn2"], ref.bounds["bn2"]
+    # a reference input moved to half its bound above Clip's upper kink: float32 may land
+    # on either side of it, so the engine's "linear" there is legitimate
+    i = np.unravel_index(np.argmax(x), x.shape)
+    near = branches.TrainReference.__new__(branches.TrainReference)
+    near.blobs, near.bounds = {**ref.blobs, "bn2": x.copy()}, ref.bounds
+    near.blobs["bn2"][i] = 0.5 + 0.5 * bound[i]
+    codes = reference_codes(problem)
+    codes["clip2"][i] = branches.LINEAR
+    ok = branches.check(problem.netb, near, codes)
+    assert (ok.flips, ok.ok, ok.where) == (1, True, "clip2") and 0.4 < ok.worst < 0.6
+    # the same decision where the reference is far above the kink is an engine error
+    bad = branches.check(problem.netb, ref, codes)
+    assert bad.flips == 1 and not bad.ok and bad.worst > 1e3, bad
+
+
+def test_the_oracle_steps_with_the_branches_it_is_given(problem):
+    require_engine("torch")
+    oracle = V._oracle(problem, 0, 900)
+    assert "error" not in oracle, oracle
+
+    def step(codes):
+        res = isolation.run("torch", "train", {"artifact": oracle["artifact"], "steps": 1},
+                            branches.oracle_inputs(problem.inputs, codes), timeout=900)
+        assert res.ok, res.reason
+        return res.arrays
+
+    same = step(reference_codes(problem))
+    for k, w in oracle["weights"].items():
+        np.testing.assert_array_equal(same[k], w, err_msg=k)   # its own branches: its own step
+    codes = reference_codes(problem)
+    x = problem.train_reference.blobs["bn1"]
+    codes["relu1"][np.unravel_index(np.argmax(x), x.shape)] = branches.BELOW
+    moved = step(codes)
+    assert not np.array_equal(moved["conv1.weight"], oracle["weights"]["conv1.weight"])
+
+
+@pytest.mark.parametrize("engine", ["torch", "tensorflow", "mxnet", "caffe"])
+def test_each_training_engine_exposes_its_training_forward(problem, engine):
+    """BatchNorm on the batch's statistics (the inference forward would differ by far more
+    than rounding: the running statistics are not the batch's), in the spec's layout."""
+    require_engine(engine)
+    art = build(problem.net, engine)
+    layers = branches.kink_layers(problem.netb)
+    res = isolation.run(engine, "train_forward", {"artifact": str(art.path),
+                                                   "expose": [l.tops[0] for l in layers]},
+                        problem.inputs, timeout=900)
+    assert res.ok, res.reason
+    for l in layers:
+        want = problem.train_reference.blobs[l.tops[0]]
+        assert np.max(np.abs(res.arrays[l.tops[0]] - want)) <= 1e-5 * np.max(np.abs(want)), l.name
+        assert np.max(np.abs(problem.ref[l.tops[0]] - want)) > 1e-2 * np.max(np.abs(want))
+    codes = {l.name: branches.codes(l, res.arrays[l.tops[0]]) for l in layers}
+    assert branches.check(problem.netb, problem.train_reference, codes).ok
