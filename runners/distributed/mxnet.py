@@ -13,8 +13,9 @@ them, every worker pulls the sum and applies the same SGD update as the single-p
 runner with rescale_grad = 1/num_workers (each worker's loss is already its shard's mean,
 so the sum over workers divided by their number is the whole batch's gradient). The update
 on the workers, not the servers, so that exchange and update can be timed apart and the
-update is the single-process runner's. Trainer's kvstore.init pushes worker 0's parameters
-and every worker pulls them: the weights are synchronised at start. BatchNorm keeps
+update is the single-process runner's. Trainer's kvstore broadcast (worker 0's parameters
+pushed, every worker pulls them) is run and waited for before the first forward, not left to
+the first step(), where its pulls race the gradients' (`_synchronise_weights`). BatchNorm keeps
 per-worker batch statistics. Several GPUs in one process would use the `device` kvstore
 (not available: the PyPI mxnet 1.9.1 wheel is CPU-only, and a gpu device is refused).
 """
@@ -46,6 +47,7 @@ def run(job: dict, batch: dict, fault: str):
     trainer = mx.gluon.Trainer(params, "sgd", {"learning_rate": float(t.lr), "momentum": float(t.momentum),
                                                "wd": float(t.weight_decay)},
                                kvstore=kv, update_on_kvstore=False)
+    _synchronise_weights(mx, trainer)
     # the mean over workers; the deliberate test fault sums them instead
     scale = 1 if fault == "sum-gradients" else world
     feed = runner._training_feed(feed_np)
@@ -86,6 +88,32 @@ def run(job: dict, batch: dict, fault: str):
     block.hybridize(static_alloc=True, static_shape=True)
     phases = {"compute": compute, "exchange": exchange, "update": update}
     return {**common.bench_result(job, step, barrier, phases, rank, world), **runner.info()}, {}
+
+
+def _synchronise_weights(mx, trainer) -> None:
+    """Trainer's own kvstore set-up and weight broadcast (what its first step() would do
+    lazily), finished before any gradient is pushed.
+
+    Left to the first step(), MXNet 1.9.1 races: per key, kv.broadcast is a blocking init
+    (worker 0 pushes its weights, barrier) and then an *asynchronous* pull of the weights,
+    and the same step's pushpull of that key's gradient is an engine operation with no
+    dependency on that pull (src/kvstore/kvstore_dist.h: the pull writes a fresh receive
+    buffer, or on worker 0 the weight itself; the pushpull reads and writes the gradient).
+    Under CPU load a worker's weight pull can reach the server after both workers'
+    gradients for that key were summed there; with no optimizer on the server the stored
+    value is then the gradient sum, and a plain pull returns it at once
+    (kvstore_dist_server.h): that worker's weights become the summed gradient (seen as one
+    of ResNet-56's ~169 tensors wrong on one worker or on both). mx.nd.waitall() after the
+    broadcast makes every weight pull land before the first pushpull is issued."""
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    if trainer._params_to_init:
+        # deferred-initialised parameters would be broadcast inside step() again, racing
+        raise RuntimeError("MXNet parameters without a shape at the kvstore broadcast: "
+                           f"{[p.name for p in trainer._params_to_init]}")
+    mx.nd.waitall()
 
 
 def launch(argv: list[str]) -> int:
