@@ -11,8 +11,8 @@ zoo's torch runner with the break applied to the model it loads:
   torch-bn-eps-1pc     every BatchNorm's eps 1% too large
   torch-lr             the learning rate 1e-3 relative too large
   torch-lr-1e-4        the learning rate 1e-4 relative too large
-  torch-reordered      no break: the batch reversed and 4-D tensors channels-last, so sums run
-                       in another order (a correct float64 engine that rounds differently:
+  torch-reordered      no break: the batch reversed and the model in NCHW memory order (zoo's
+                       is channels-last), so sums run in another order (a correct float64 engine that rounds differently:
                        what the float64 tolerances must allow)
   torch-float32-only   ignores the dtype option: computes in float32 whatever the build says
                        (a float64 verify must say so, not pass it at a loose tolerance)
@@ -41,7 +41,7 @@ BREAKS = {   # engine name -> what is wrong
     "torch-bn-eps-1pc": "BatchNorm eps 1% too large",
     "torch-lr": "learning rate 1e-3 relative too large",
     "torch-lr-1e-4": "learning rate 1e-4 relative too large",
-    "torch-reordered": "no break: batch reversed, channels-last (another summation order)",
+    "torch-reordered": "no break: batch reversed, NCHW memory order (another summation order)",
     "torch-float32-only": "computes in float32 whatever the build's dtype",
 }
 LR_ERROR = {"torch-lr": 1e-3, "torch-lr-1e-4": 1e-4}
@@ -63,6 +63,9 @@ class Runner(TorchRunner):
                     m.eps = 1e-3
                 elif self.engine == "torch-bn-eps-1pc":
                     m.eps = m.eps * 1.01
+        if self.engine == "torch-reordered" and getattr(self.model, "channels_last", False):
+            self.model.channels_last = False                  # images stay NCHW in forward
+            self.model.to(memory_format=torch.contiguous_format)
         if self.engine == "torch-float32-only":
             self.dtype = torch.float32
             self.model.to(dtype=torch.float32)
@@ -78,9 +81,7 @@ class Runner(TorchRunner):
             return super()._tensors(inputs, names)
         # reverse the batch: the loss is a mean over it, so only the order of sums changes
         flipped = {b: a[::-1].copy() if b in names else a for b, a in inputs.items()}
-        out = super()._tensors(flipped, names)
-        return {k: t.contiguous(memory_format=self.torch.channels_last) if t.dim() == 4 else t
-                for k, t in out.items()}
+        return super()._tensors(flipped, names)
 
     def forward(self, inputs, expose=None):
         if self.engine != "torch-reordered":

@@ -50,7 +50,7 @@ NN_MODULE_ATTRS = {
     "register_module", "register_parameter", "register_state_dict_post_hook",
     "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule",
     "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
-    "zero_grad", "training_loss"}
+    "zero_grad", "training_loss", "channels_last"}
 PYTHON_NAMES = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
 ATTR_RESERVED = PYTHON_NAMES | NN_MODULE_ATTRS
 LOCAL_RESERVED = PYTHON_NAMES | MODULE_NAMES | {"self", "return_all", "b"}
@@ -145,11 +145,6 @@ def convolution(ctx, layer):
     ctx.param(layer, "weight", "weight")
     if p.bias_term:
         ctx.param(layer, "bias", "bias")
-    if p.group > 1 and p.group == layer.in_shapes[0][1] and len(layer.in_shapes[0]) == 4:
-        # depthwise: oneDNN's fast depthwise kernels need channels-last; on NCHW PyTorch's CPU
-        # forward is ~8x slower (measured, benchmarks/depthwise.py). The layout is memory
-        # order only: values and the tensor's NCHW indexing are unchanged.
-        x = f"{x}.contiguous(memory_format=torch.channels_last)"
     ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({x})")
 
 
@@ -551,6 +546,14 @@ def generate(net, weights) -> tuple[str, Context]:
     outs = [ctx.v(o) for o in net.outputs]
     cls = class_name(net.name)
     ind = " " * 8
+    # Networks with 2-D convolutions run channels-last (NHWC memory order; the tensors keep
+    # their NCHW shape and indexing, so nothing else changes): oneDNN's convolution and
+    # PyTorch's max pooling have their fast CPU kernels there: NCHW max pooling alone took
+    # a fifth of AlexNet-R's training step (benchmarks/channels_last.py, figures in the README).
+    cl = _channels_last(net)
+    cl_inputs = [ctx.v(b) for b in net.data_inputs if len(net.shapes[b]) == 4 and net.dtypes.get(b) != spec_pb2.InputParam.INT64]
+    to_cl = ["if self.channels_last:"] + [f"    {v} = {v}.contiguous(memory_format=torch.channels_last)"
+                                           for v in cl_inputs] if cl and cl_inputs else []
     lines = [
         '"""A zoo network as a plain PyTorch module (NAME, DESCRIPTION and SOURCE below).',
         "",
@@ -573,11 +576,16 @@ def generate(net, weights) -> tuple[str, Context]:
         "",
         "",
         f"class {cls}(nn.Module):",
+        f"    channels_last = {cl}    # memory order of weights and images (set before construction)",
+        "",
         "    def __init__(self):",
         "        super().__init__()",
         *[ind + l for l in ctx.init],
+        "        if self.channels_last:",
+        "            self.to(memory_format=torch.channels_last)",
         "",
         f"    def forward(self, {data_args}, return_all: bool = False):",
+        *[ind + l for l in to_cl],
         *[ind + l for l in ctx.fwd],
         "        if return_all:",
         "            return {" + ", ".join(f"{b!r}: {ctx.v(b)}" for b in blobs) + "}",
@@ -607,6 +615,10 @@ def generate(net, weights) -> tuple[str, Context]:
         "",
     ]
     return "\n".join(lines), ctx
+
+
+def _channels_last(net) -> bool:
+    return any(l.type == "Convolution" and len(l.in_shapes[0]) == 4 for l in net.layers)
 
 
 def build(net, weights, outdir, options=None) -> dict:

@@ -6,9 +6,8 @@ and active in bench. With options {"dtype": "float64"} (the verify training orac
 model and inputs are float64.
 
 Runner options {"optimize": True} (zoo bench --optimize): the model's forward and its
-training loss run through torch.compile (Inductor), and a network with 4-D convolutions in
-channels-last memory format where that is faster here (a short eager timing of both formats
-decides, before compiling: compiling both would double the longest part).
+training loss run through torch.compile (Inductor). A network with 2-D convolutions is
+channels-last in both configurations: the generated model's own layout (converters/torch.py).
 
 The oracle's conditioning probe (options {"round_float32": True, "jitter_seed": k}, float64
 models only, see zoo/verifier.py): every leaf module's output, and the gradient flowing back
@@ -55,7 +54,6 @@ class Runner(BaseRunner):
         self.dtype = torch.float64 if meta.get("dtype") == "float64" else torch.float32
         self.model.to(device=self.dev, dtype=self.dtype).eval()
         self._compiled: dict = {}          # "forward" / "loss" -> torch.compile'd callable
-        self.channels_last: bool | None = None   # decided on the first optimised call
         if self.options.get("round_float32"):
             if self.dtype != torch.float64:
                 raise ValueError("round_float32 is a probe of the float64 oracle")
@@ -91,7 +89,7 @@ class Runner(BaseRunner):
         if self.optimize and expose is None:
             self._prepare_optimized(inputs, "infer")
             self.model.eval()
-            feed = self._memory_format(self._data(inputs))
+            feed = self._data(inputs)
             with self.torch.no_grad():
                 out = self._compiled["forward"](**feed)
             heads = self.outputs_for(None)
@@ -104,60 +102,15 @@ class Runner(BaseRunner):
     # --- the optimised configuration -------------------------------------------------------
     def optimizations(self, mode):
         done = ["torch.compile (Inductor)"]
-        if self.channels_last is not None:
-            done.append("channels-last" if self.channels_last else
-                        "contiguous (NCHW) memory format: channels-last was not faster here")
+        if getattr(self.model, "channels_last", False):
+            done.append("channels-last memory format (the model's own, as in the default)")
         return done
 
-    def _has_conv(self) -> bool:
-        return any(l.type == "Convolution" and len(l.out_shapes[0]) == 4 for l in self.net.layers)
-
-    def _memory_format(self, feed: dict) -> dict:
-        if not self.channels_last:
-            return feed
-        cl = self.torch.channels_last
-        return {k: v.contiguous(memory_format=cl) if v.dim() == 4 and v.is_floating_point() else v
-                for k, v in feed.items()}
-
     def _prepare_optimized(self, inputs, mode) -> None:
-        """Choose the memory format (once), then compile forward and the loss (once each)."""
-        torch = self.torch
-        if self.channels_last is None:
-            self.channels_last = self._has_conv() and self._channels_last_faster(inputs, mode)
-            if self.channels_last:
-                self.model.to(memory_format=torch.channels_last)
+        """Compile forward and the loss (once each)."""
         if "forward" not in self._compiled:
-            self._compiled["forward"] = torch.compile(self.model)
-            self._compiled["loss"] = torch.compile(self.model.training_loss)
-
-    def _channels_last_faster(self, inputs, mode) -> bool:
-        from .base import time_call
-        times = {}
-        for cl in (False, True):
-            self.model.to(memory_format=self.torch.channels_last if cl else self.torch.contiguous_format)
-            self.channels_last = cl
-            times[cl] = time_call(self._eager_iteration(inputs, mode), reps=3)
-        self.model.to(memory_format=self.torch.contiguous_format)
-        self.channels_last = None
-        return times[True] < times[False]
-
-    def _eager_iteration(self, inputs, mode):
-        torch = self.torch
-        if mode == "infer":
-            self.model.eval()
-            feed = self._memory_format(self._data(inputs))
-
-            def infer():
-                with torch.no_grad():
-                    self.model(**feed)
-            return infer
-        self._train_mode(dropout=True)
-        feed = self._memory_format(self._tensors(inputs, self.net.data_inputs + self.net.labels))
-
-        def grads():
-            self.model.zero_grad(set_to_none=True)
-            self.model.training_loss(**feed).backward()
-        return grads
+            self._compiled["forward"] = self.torch.compile(self.model)
+            self._compiled["loss"] = self.torch.compile(self.model.training_loss)
 
     def _loss_fn(self, inputs):
         """The training loss to step: compiled under optimize, the model's own otherwise."""
@@ -167,7 +120,7 @@ class Runner(BaseRunner):
         return self._compiled["loss"]
 
     def _train_feed(self, inputs):
-        return self._memory_format(self._tensors(inputs, self.net.data_inputs + self.net.labels))
+        return self._tensors(inputs, self.net.data_inputs + self.net.labels)
 
     def _train_mode(self, dropout: bool) -> None:
         self.model.train()
@@ -200,7 +153,13 @@ class Runner(BaseRunner):
             linear = code == branches.LINEAR
 
             def hook(module, args, out, linear=linear, fill=fill):
-                return torch.where(linear, args[0], fill)
+                x = args[0]
+                if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+                    # the output keeps the input's memory order, as the module's own does,
+                    # so the layers after it sum in the same order as without forcing
+                    cl = torch.channels_last
+                    linear, fill = linear.contiguous(memory_format=cl), fill.contiguous(memory_format=cl)
+                return torch.where(linear, x, fill)
             modules[self.meta["modules"][layer.name]].register_forward_hook(hook)
 
     def _optimizer(self):
@@ -237,7 +196,7 @@ class Runner(BaseRunner):
                 self._prepare_optimized(inputs, mode)
             model = self._compiled["forward"] if self.optimize else self.model
             self.model.eval()
-            feed = self._memory_format(self._data(inputs))
+            feed = self._data(inputs)
 
             def infer():
                 with torch.no_grad():

@@ -68,12 +68,14 @@ def test_the_oracle_steps_with_the_branches_it_is_given(problem):
 
     same = step(reference_codes(problem))
     for k, w in oracle["weights"].items():
-        np.testing.assert_array_equal(same[k], w, err_msg=k)   # its own branches: its own step
+        # its own branches: its own step, to float64's summation order (the forced output's
+        # gradient reaches BatchNorm in another memory order than Hardtanh's: 1 ulp)
+        np.testing.assert_allclose(same[k], w, rtol=1e-12, atol=1e-15, err_msg=k)
     codes = reference_codes(problem)
     x = problem.train_reference.blobs["bn1"]
     codes["relu1"][np.unravel_index(np.argmax(x), x.shape)] = branches.BELOW
     moved = step(codes)
-    assert not np.array_equal(moved["conv1.weight"], oracle["weights"]["conv1.weight"])
+    assert np.max(np.abs(moved["conv1.weight"] - oracle["weights"]["conv1.weight"])) > 1e-6
 
 
 @pytest.mark.parametrize("engine", ["torch", "tensorflow", "mxnet", "caffe"])

@@ -128,8 +128,8 @@ def test_subtle_breaks_fail_in_float64_and_pass_in_float32(breaks):
 
 
 def test_a_correct_float64_engine_that_sums_in_another_order_passes(breaks):
-    """torch-reordered: the batch reversed and channels-last, so every reduction rounds
-    differently: what the float64 tolerances must allow (measured in zoo/tolerances.py)."""
+    """torch-reordered: the batch reversed and NCHW (zoo's model is channels-last), so every
+    reduction rounds differently: what the float64 tolerances must allow (zoo/tolerances.py)."""
     net = zoo.from_text(BN_NET)
     got = _by(verifier.verify([net, "softmax-mnist"], ["torch-reordered"], mode="both",
                               dtype="float64"))
