@@ -60,22 +60,14 @@ def kink_layers(net) -> list:
             and writers.get(l.tops[0]) == 1 and writers.get(l.bottoms[0]) == 1]
 
 
-def codes(layer, y: np.ndarray) -> np.ndarray:
-    """The branch taken at each element, read from the layer's output."""
+def codes(layer, v: np.ndarray) -> np.ndarray:
+    """The branch taken at each element, read from the layer's input or its output alike
+    (where ReLU or Clip clamps, its output is the kink itself)."""
     lo, hi = kinks(layer)
-    c = np.full(y.shape, LINEAR, np.int8)
-    c[y <= lo] = BELOW
+    c = np.full(v.shape, LINEAR, np.int8)
+    c[v <= lo] = BELOW
     if hi is not None:
-        c[y >= hi] = ABOVE
-    return c
-
-
-def _reference_codes(layer, x: np.ndarray) -> np.ndarray:
-    lo, hi = kinks(layer)
-    c = np.full(x.shape, LINEAR, np.int8)
-    c[x <= lo] = BELOW
-    if hi is not None:
-        c[x >= hi] = ABOVE
+        c[v >= hi] = ABOVE
     return c
 
 
@@ -132,7 +124,7 @@ def check(net, ref: TrainReference, engine_codes: dict[str, np.ndarray]) -> Chec
         if c.shape != x.shape:
             raise ValueError(f"layer {name!r}: the engine's output has shape {c.shape}, "
                              f"the reference's {x.shape}")
-        differs = c != _reference_codes(layer, x)
+        differs = c != codes(layer, x)
         elements += c.size
         if not differs.any():
             continue
