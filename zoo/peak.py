@@ -11,7 +11,10 @@ count and the libraries' versions, so a new library or machine measures afresh.
 The figure is the best of several products of SIZE x SIZE matrices (2048: large enough that
 the product is compute-bound). It is a measured peak, not the CPU's theoretical one; on a
 machine other processes are using it comes out low, and the cache records the load during the
-measurement ("others_cores") so that a reader can tell.
+measurement ("others_cores") so that a reader can tell. A figure measured while other
+processes used more than BUSY_CORES cores is used for that run only and never cached: the
+next run measures again (one measured under a loaded machine had been kept, and read 5x
+below the machine's real peak for a day).
 
     python -m zoo.peak --lib numpy --threads 2 [--size 2048] [--reps 5]   (one measurement, JSON)
 """
@@ -34,6 +37,7 @@ LIBRARIES = ("numpy", "torch")
 SIZE = 2048
 REPS = 3
 TIMEOUT_S = 600.0
+BUSY_CORES = 0.5   # others' cores while measuring above which a figure is not kept
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -103,13 +107,18 @@ def peak(threads: int | None, libraries: tuple[str, ...] = LIBRARIES, size: int 
     fresh = False
     for lib in libraries:
         name = f"{lib}/{n}"
-        if name not in points:
+        if name not in points or _busy(points[name]):
             points[name] = measure(lib, n, size, reps)
             fresh = True
     if fresh:
         # another zoo may have added thread counts meanwhile: keep theirs, add ours
-        _write(path, key, {**_read(path, key), **points})
+        quiet = {k: p for k, p in points.items() if not _busy(p)}
+        _write(path, key, {**_read(path, key), **quiet})
     return _best(n, {lib: points[f"{lib}/{n}"] for lib in libraries})
+
+
+def _busy(point: dict) -> bool:
+    return (point.get("others_cores") or 0.0) > BUSY_CORES
 
 
 def _best(threads: int, by_lib: dict) -> dict:
