@@ -151,7 +151,7 @@ class Runner:
         if self.optimize:
             self.optimizations(mode)        # Unsupported here, before any work, if none
             verification = self.verify_optimized(inputs, mode, check or {})
-            # asked again: some choices (torch's memory format) are made while verifying
+            # asked again: an engine may settle a choice while verifying
             verification["enabled"] = self.optimizations(mode)
             if verification["status"] != "pass":
                 return {"verification": verification, **self.info()}
