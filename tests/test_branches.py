@@ -95,3 +95,8 @@ def test_each_training_engine_exposes_its_training_forward(problem, engine):
         assert np.max(np.abs(problem.ref[l.tops[0]] - want)) > 1e-2 * np.max(np.abs(want))
     codes = {l.name: branches.codes(l, res.arrays[l.tops[0]]) for l in layers}
     assert branches.check(problem.netb, problem.train_reference, codes).ok
+
+
+def test_a_spec_blob_under_the_codes_prefix_is_refused_not_misread():
+    with pytest.raises(ValueError, match="starts with '__branch__:'"):
+        branches.oracle_inputs({"__branch__:relu1": np.zeros(2)}, {"relu1": np.zeros(2, np.int8)})

@@ -38,7 +38,7 @@ from . import magnitude, reference
 from . import tolerances as T
 
 KINK_TYPES = ("ReLU", "Clip")
-INPUT_PREFIX = "__branch__:"     # the codes travel beside the batch under names no blob can have
+INPUT_PREFIX = "__branch__:"     # the codes travel beside the batch under this prefix
 BELOW, LINEAR, ABOVE = 0, 1, 2
 
 
@@ -140,7 +140,12 @@ def check(net, ref: TrainReference, engine_codes: dict[str, np.ndarray]) -> Chec
 
 
 def oracle_inputs(inputs: dict, engine_codes: dict[str, np.ndarray]) -> dict:
-    """The batch with the engine's branches beside it, for the oracle's child."""
+    """The batch with the engine's branches beside it, for the oracle's child. A spec's own
+    blob under the prefix would be taken for codes there: refused, never misread."""
+    clash = sorted(k for k in inputs if k.startswith(INPUT_PREFIX))
+    if clash:
+        raise ValueError(f"input blob {clash[0]!r} starts with {INPUT_PREFIX!r}, which the "
+                         "branch-matched oracle uses for its own arrays")
     return {**inputs, **{INPUT_PREFIX + name: c for name, c in engine_codes.items()}}
 
 

@@ -365,9 +365,12 @@ def _branch_matched(p: Problem, engine: str, art, device, threads, oracle: dict,
         return {"why": check.describe()}
     if not check.ok:
         return {"why": f"a branch no float32 rounding explains: {check.describe()}"}
+    try:
+        arrays = branches.oracle_inputs(p.inputs, codes)
+    except ValueError as e:
+        return {"why": str(e)}
     res = isolation.run(ORACLE_ENGINE, "train", {"artifact": oracle["artifact"], "steps": steps},
-                        branches.oracle_inputs(p.inputs, codes), threads=None, device="cpu",
-                        timeout=timeout)
+                        arrays, threads=None, device="cpu", timeout=timeout)
     if not res.ok:
         return {"why": f"the branch-matched oracle failed: {res.reason}"}
     return {"oracle": {"losses": res.result["losses"], "weights": res.arrays}, "check": check}
