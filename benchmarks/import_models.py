@@ -12,7 +12,7 @@ Per family and exporter:
   import   in a child process: wall seconds of `zoo.import_model` alone, and its peak memory
            (the peak resident size during the import minus the resident size after the child
            has imported its modules and read the ONNX file's bytes, which it keeps; Linux's
-           VmHWM, reset at that point, see _baseline_kb), with that peak as a multiple of the
+           VmHWM, reset at that point, see zoo/memory.py), with that peak as a multiple of the
            float32 weights' size
   rebuild  `zoo.build(spec, "onnx")` run by ONNX Runtime on the exported input, against
            torch's float32 output: max |diff| / max |y| (passes at <= 1e-4)
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -126,9 +125,10 @@ def _import_child(path: str, out: str, batch: int) -> None:
     import onnx  # noqa: F401
     from zoo.errors import ZooError
     from zoo.importers import import_model
+    from zoo.memory import peak_rss_mb, reset_peak_mb
     from zoo.importers import onnx as _onnx_importer  # noqa: F401
     data = Path(path).read_bytes()              # the file's bytes count in the baseline
-    base = _baseline_kb()
+    base = reset_peak_mb()   # the peak from here on is the import's own (zoo/memory.py)
     t0 = time.perf_counter()
     try:
         spec = import_model(path, out, batch=batch, force=True)
@@ -136,35 +136,9 @@ def _import_child(path: str, out: str, batch: int) -> None:
     except ZooError as e:
         res = {"ok": False, "error": str(e)}
     res["seconds"] = time.perf_counter() - t0
-    res["peak_mb"] = (_peak_kb() - base) / 1024
+    res["peak_mb"] = peak_rss_mb() - base
     res["file_mb"] = len(data) / 2**20
     print(json.dumps(res), flush=True)
-
-
-def _baseline_kb() -> int:
-    """The resident size now, with the peak reset to it. ru_maxrss alone would not do: Linux
-    keeps it across exec, so a child of this (large, torch-holding) process would start at
-    its parent's peak; /proc/self/status's VmHWM is the new program's own, and writing 5 to
-    /proc/self/clear_refs resets it to the current size."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_kb("VmRSS")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _peak_kb() -> int:
-    try:
-        return _status_kb("VmHWM")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise OSError(f"no {key} in /proc/self/status")
 
 
 def rebuild_ratio(spec: str, x, y) -> float:

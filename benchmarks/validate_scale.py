@@ -22,8 +22,9 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from zoo import net as N, spec as S
+from zoo.memory import peak_rss_mb
 t0, c0 = time.perf_counter(), time.process_time()
 proto, source = S.read(sys.argv[1])
 t1, c1 = time.perf_counter(), time.process_time()
@@ -31,7 +32,7 @@ net = N.Net(proto, source)
 t2, c2 = time.perf_counter(), time.process_time()
 assert len(net.layers) == int(sys.argv[2])
 print(json.dumps({"parse_s": t1 - t0, "validate_s": t2 - t1, "cpu_s": c2 - c0,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": peak_rss_mb()}))
 """
 
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 from pathlib import Path
 
 import numpy as np
 
 from zoo.errors import EngineUnavailable
+from zoo.memory import peak_rss_mb
 from zoo.errors import ManifestError  # noqa: F401  (re-exported: builds read manifests too)
 
 
@@ -161,7 +161,7 @@ class Runner:
             del out["times_s"]           # the summary says it; result.json stays small
         out.update({
             "settings": settings.to_dict(),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "peak_rss_mb": peak_rss_mb(),
             "peak_device_mb": self.peak_device_memory_mb(),
             **self.info(),
         })

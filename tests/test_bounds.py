@@ -18,7 +18,8 @@ from zoo import weights as W
 from zoo.errors import ImportRefused, SpecError
 
 OK_HEAD = 'name: "t"\nlayer { name: "x" type: "Input" input_param { shape: [2, 3, 8, 8] } }\n'
-PEAK_MB = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+# The child's own peak: ru_maxrss would start at the (large) pytest process's peak, see zoo/memory.py.
+PEAK_MB = "from zoo.memory import peak_rss_mb; print(int(peak_rss_mb()))"
 
 
 def validate(*paths, timeout=60):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import resource
 import time
 import traceback
 from pathlib import Path
 
 import numpy as np
+
+from zoo.memory import peak_rss_mb
 
 TEST_FAULTS_VAR = "ZOO_TEST_FAULTS"   # "1": the job's "fault" is honoured (tests only)
 # "sum-gradients": the data-parallel step sums the gradients instead of averaging them;
@@ -79,10 +80,6 @@ def time_phases(phases: dict, barrier, iters: int) -> dict[str, float]:
             if i:
                 got[name].append(time.perf_counter() - t0)
     return {f"{name}_s": float(np.median(v)) for name, v in got.items()}
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def bench_result(job: dict, step, barrier, phases: dict | None, rank: int, world: int) -> dict:
