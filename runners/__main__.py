@@ -50,6 +50,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from zoo.benchmark import CHECK_REF, CHECK_BOUND  # noqa: E402  (zoo bench --optimize sends them)
+
 TEST_FAULTS_VAR = "ZOO_TEST_FAULTS"   # "1": a job's own "fault" field is honoured (tests only)
 
 
@@ -181,12 +183,9 @@ def do_train_forward(job: dict, work: Path):
     return {"blobs": sorted(outs), **runner.info()}, outs
 
 
-CHECK_REF, CHECK_BOUND = "__check_ref__:", "__check_bound__:"   # zoo/benchmark.py's names
-
-
 def split_check(arrays: dict) -> tuple[dict, dict]:
     """(the batch, the optimised model's reference): zoo/benchmark.py sends the reference
-    outputs and their bounds beside the batch, under names no blob can have."""
+    outputs and their bounds beside the batch, under prefixes it refuses in a spec's blob names."""
     batch = {k: v for k, v in arrays.items() if not k.startswith((CHECK_REF, CHECK_BOUND))}
     ref = {k[len(CHECK_REF):]: v for k, v in arrays.items() if k.startswith(CHECK_REF)}
     bound = {k[len(CHECK_BOUND):]: v for k, v in arrays.items() if k.startswith(CHECK_BOUND)}

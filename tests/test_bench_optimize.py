@@ -70,3 +70,18 @@ def test_without_optimize_rows_are_the_default_configuration_only():
     require_engine("onnx")
     [row] = benchmark.bench(["linreg"], ["onnx"], mode="infer", **FAST)
     assert row["config"] == "default" and row["status"] == "ok" and "verification" not in row
+
+
+def test_a_blob_named_like_the_reference_arrays_is_refused_not_misread(tmp_path):
+    # The optimised model's reference travels beside the batch under these prefixes; a spec
+    # blob with one would be read as a reference array in the child.
+    import zoo
+    from zoo.errors import UsageError
+    spec = tmp_path / "clash.prototxt"
+    spec.write_text('name: "clash"\n'
+                    'layer { name: "x" type: "Input" top: "__check_ref__:x" input_param { shape: [2, 3] } }\n'
+                    'layer { name: "fc" type: "InnerProduct" bottom: "__check_ref__:x" top: "y" '
+                    'inner_product_param { num_output: 2 } }\n')
+    net = zoo.load(spec)
+    with pytest.raises(UsageError, match="'__check_ref__:x' starts with a name --optimize uses"):
+        benchmark.bench([net], ["onnx"], mode="infer", optimize=True, **FAST)

@@ -98,6 +98,10 @@ class _Batch:
 def _check_arrays(net: N.Net, inputs: dict, seed: int) -> dict:
     """The reference an optimised model is verified against (see the module's docstring):
     the float64 outputs of the first VERIFY_ROWS samples and their allowed errors."""
+    clash = sorted(k for k in inputs if k.startswith((CHECK_REF, CHECK_BOUND)))
+    if clash:      # the child would take it for a reference array: refused, never misread
+        raise UsageError(f"{net.name}: input blob {clash[0]!r} starts with a name --optimize uses "
+                         f"for its own arrays ({CHECK_REF!r}, {CHECK_BOUND!r}); rename the blob")
     rows = min(VERIFY_ROWS, next(iter(inputs.values())).shape[0])
     small = net.with_batch(rows)
     first = {k: v[:rows] for k, v in inputs.items()}
