@@ -136,4 +136,5 @@ class Runner(CaffeBase):
         return by_spec_layer(out, [l.name for l in self.net.layers])
 
     def versions(self):
-        return {"caffe": "BVLC (brocolli-caffe 9.0.2, CPU)"}
+        from zoo import engines         # the version is declared once, with the engine
+        return engines.get("caffe").versions()

@@ -33,6 +33,8 @@ def test_engine_is_installed(engine):
     why = E.get(engine).missing()
     if why:
         pytest.skip(f"engine {engine} not installed: {why}")
+    # results and reports record which engine computed them (Caffe, built from source, too)
+    assert E.get(engine).versions(), f"{engine} reports no version"
 
 
 @pytest.fixture(scope="session")

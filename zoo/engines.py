@@ -62,6 +62,7 @@ class Engine:
     quiet_env: tuple[tuple[str, str], ...] = ()   # log-level variables
     dtypes: tuple[str, ...] = ("float32",)     # compute dtypes its build honours (option "dtype")
     dtype_gap: str = ""         # why it cannot compute in a dtype not in `dtypes`
+    built: str = ""             # the version of an engine built from source (no distribution)
 
     @property
     def converter_module(self) -> str:
@@ -86,7 +87,7 @@ class Engine:
         return self.missing() is None
 
     def versions(self) -> dict[str, str]:
-        out = {}
+        out = {self.imports[0]: self.built} if self.built and self.installed else {}
         for dist in self.packages:
             try:
                 out[dist] = importlib.metadata.version(dist)
@@ -274,6 +275,7 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
            cpu_only="this Caffe is a CPU-only build (brocolli-caffe, CPU_ONLY)",
            quiet_env=(("GLOG_minloglevel", "2"),),
            dtype_gap="pycaffe is float-only (its Python Net is Net<float>)",
+           built="BVLC Caffe 1.0 from brocolli-caffe 9.0.2, CPU_ONLY (scripts/build_caffe.sh)",
            note="pycaffe: BVLC Caffe built from brocolli-caffe 9.0.2 by scripts/build_caffe.sh"),
     # the same Caffe files, read by OpenCV's DNN module: a second, independent reader
     Engine("caffe-opencv", ("opencv-python-headless",), ("cv2",), "caffe", train=False,
