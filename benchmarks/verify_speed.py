@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--jobs", type=int, default=None, help="the new path's jobs (default: one per core)")
     ap.add_argument("--batch", type=int, default=verifier.DEFAULT_BATCH)
     ap.add_argument("--json", help="also write every case of both paths (network, engine, mode, "
-                    "status, reason) to this file")
+                    "status, reason, seconds) to this file")
     args = ap.parse_args(argv)
     if "jobs" not in inspect.signature(verifier.verify).parameters:
         print("zoo.verifier.verify has no `jobs` parameter yet: it must pass jobs to cases.walk",
@@ -113,7 +113,8 @@ def main(argv: list[str]) -> int:
         print(f"  {line}")
     if args.json:
         rows = lambda rs: [{"network": r.network, "engine": r.engine, "mode": r.mode,
-                            "status": r.status, "reason": r.reason} for r in rs]
+                            "status": r.status, "reason": r.reason, "seconds": r.seconds}
+                           for r in rs]
         with open(args.json, "w") as f:
             json.dump({"old_s": old_s, "new_s": new_s, "jobs": jobs, "old": rows(old),
                        "new": rows(new)}, f, indent=1)
