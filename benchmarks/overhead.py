@@ -15,6 +15,12 @@ process cancels that. For context the table also shows the median `zoo bench` it
 reports for the cell (its own process). Training for every engine that trains; ONNX Runtime
 (inference only) on inference. Also times `zoo list` (target: well under a second, no
 engine imported).
+
+    --control      A/A: the "zoo" column is a second copy of the hand loop, so the ratio
+                   shows what two identical loops alternating in one process differ by
+    --ort-no-spin  ONNX Runtime: both sessions' intra-op threads sleep when idle instead of
+                   spinning (ORT's default), so one session's pool cannot take cores from
+                   the other's run; a test of that hypothesis, not zoo's configuration
 """
 
 from __future__ import annotations
@@ -91,6 +97,7 @@ def step():
     "onnx": '''
 import onnxruntime as ort
 so = ort.SessionOptions(); so.intra_op_num_threads = THREADS; so.inter_op_num_threads = 1
+if NO_SPIN: so.add_session_config_entry("session.intra_op.allow_spinning", "0")
 sess = ort.InferenceSession(str(ART / "model.onnx"), sess_options=so, providers=["CPUExecutionProvider"])
 feed = {n: X[n] for n in META["inputs"]}
 def step():
@@ -104,6 +111,7 @@ from pathlib import Path
 import numpy as np
 ART = Path(sys.argv[1]); META = json.loads((ART / "manifest.json").read_text())["meta"]
 THREADS = int(sys.argv[4])
+NO_SPIN = sys.argv[7] == "no-spin"     # ONNX Runtime: both sessions' pools sleep when idle
 with np.load(sys.argv[2], allow_pickle=False) as z:
     X = {k: z[k] for k in z.files}
 import zoo
@@ -117,7 +125,19 @@ import importlib
 from zoo import engines
 RUNNER = importlib.import_module(engines.get(sys.argv[5]).runner_module).Runner(ART, "cpu", THREADS)
 RUNNER.load()
+if NO_SPIN:   # instrumentation, not a zoo setting: the same session options plus no spinning
+    _options = RUNNER._options
+    def _no_spin(*a, **k):
+        so = _options(*a, **k); so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return so
+    RUNNER._options = _no_spin
 ZOO_STEP = RUNNER.make_iteration(X, sys.argv[6])
+'''
+
+# --control: the "zoo" side is a second copy of the hand loop (an A/A comparison), which
+# shows how far two identical loops in one process differ: the floor of this measurement
+CONTROL_SIDE = '''
+_ns = dict(globals()); exec(HAND_SRC, _ns); ZOO_STEP = _ns["step"]
 '''
 
 EPILOGUE = '''
@@ -134,14 +154,16 @@ print(json.dumps({"zoo": zoo_t, "hand": hand_t}))
 
 
 def paired(engine: str, mode: str, art: Path, inputs_file: Path, threads: int, warmup: int,
-           pairs: int) -> dict[str, list[float]]:
-    """Per-iteration times of zoo's step and the hand loop's, alternating in one process."""
+           pairs: int, control: bool = False, spin: bool = True) -> dict[str, list[float]]:
+    """Per-iteration times of zoo's step and the hand loop's, alternating in one process
+    (control: a second hand loop instead of zoo's step)."""
+    side = (f"HAND_SRC = {HAND_LOOPS[engine]!r}\n" + CONTROL_SIDE) if control else ZOO_SIDE
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(PRELUDE + ZOO_SIDE + HAND_LOOPS[engine] + EPILOGUE)
+        f.write(PRELUDE + side + HAND_LOOPS[engine] + EPILOGUE)
         script = f.name
     env = {**os.environ, **engines.get(engine).environment(threads, "cpu")}
     proc = subprocess.Popen([sys.executable, script, str(art), str(inputs_file), f"{warmup},{pairs}",
-                             str(threads), engine, mode], stdout=subprocess.PIPE,
+                             str(threads), engine, mode, "spin" if spin else "no-spin"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         out, err = proc.communicate()
@@ -163,6 +185,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--pairs", type=int, default=12, help="alternated iterations per side")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--control", action="store_true",
+                    help="A/A: a second hand loop in place of zoo's step (the measurement's floor)")
+    ap.add_argument("--ort-no-spin", action="store_true",
+                    help="ONNX Runtime: both sessions' intra-op threads sleep instead of spinning")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -176,6 +202,10 @@ def main() -> None:
     print(f"zoo list: {list_s:.3f} s wall (process start included); engines imported: {probe.stdout.strip()}")
     print(f"{'network':10} {'engine':11} {'mode':6} {'batch':>5} {'zoo bench':>9} "
           f"{'zoo ms':>8} {'hand ms':>8} {'ratio':>6} {'q1-q3':>11}  (paired, same process)")
+    if args.control:
+        print("--control: the 'zoo ms' column is a second hand loop (A/A), not zoo's step")
+    if args.ort_no_spin:
+        print("--ort-no-spin: ONNX Runtime sessions on both sides have allow_spinning 0")
     for name in args.nets.split(","):
         net = zoo.load(name)
         batch = args.batch or net.train.batch_cpu
@@ -194,7 +224,8 @@ def main() -> None:
                                     warmup=args.warmup, iters=args.pairs // 2, min_time=0)[0]
                 if r["status"] != "ok":
                     raise SystemExit(f"zoo bench {name} {e}: {r['reason']}")
-                t = paired(e, mode, art.path, inputs_file, args.threads, args.warmup, args.pairs)
+                t = paired(e, mode, art.path, inputs_file, args.threads, args.warmup, args.pairs,
+                           control=args.control, spin=not args.ort_no_spin)
                 z, h = statistics.median(t["zoo"]), statistics.median(t["hand"])
                 ratios = [a / b for a, b in zip(t["zoo"], t["hand"])]
                 q1, _, q3 = statistics.quantiles(ratios, n=4)
