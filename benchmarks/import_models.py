@@ -8,7 +8,10 @@ the imported spec against torch's output, and verify the imported spec on every 
 
 Per family and exporter:
   export   seeded random init (torch.manual_seed(0): no pretrained weights are downloaded),
-           eval mode, the family's standard input (299 for inception_v3, 224 otherwise), batch N
+           BatchNorm running statistics from two random batches (as a trained model has
+           statistics of its data; `--bn-stats init` keeps torchvision's 0/1, see
+           calibrate_batchnorm), eval mode, the family's standard input (299 for
+           inception_v3, 224 otherwise), batch N
   import   in a child process: wall seconds of `zoo.import_model` alone, and its peak memory
            (the peak resident size during the import minus the resident size after the child
            has imported its modules and read the ONNX file's bytes, which it keeps; Linux's
@@ -63,35 +66,59 @@ def torchvision_models():
     return models
 
 
-def make_model(family: str):
+def make_model(family: str, calibrate_bn: bool = True):
     import torch
     torch.manual_seed(0)
     kwargs = {"aux_logits": False, "init_weights": True} if family in ("googlenet", "inception_v3") else {}
-    model = getattr(torchvision_models(), family)(weights=None, **kwargs).eval()
+    model = getattr(torchvision_models(), family)(weights=None, **kwargs)
     with torch.no_grad():
         for w in model.parameters():
             if w.dim() >= 2 and not w.any():
                 # vit_b_16 initialises its head to zeros: its output would be 0 whatever the
                 # rest computes, so that head gets seeded N(0, 0.02) values instead
                 w.normal_(0, 0.02)
-    return model
+    if calibrate_bn:
+        calibrate_batchnorm(model, input_size(family))
+    return model.eval()
+
+
+def calibrate_batchnorm(model, size: int, batches: int = 2, batch: int = 8) -> None:
+    """Give every BatchNorm the running statistics of the data it sees, as a trained model's
+    have, instead of the initial mean 0 / variance 1. An eval-mode export folds BatchNorm
+    into the convolutions with these statistics; folded at mean 0 / variance 1, a random
+    ResNet-50 is an unnormalised 50-layer network whose logits grow until the softmax
+    saturates (its training step is then decided by float32 rounding, not by the model).
+    Only the statistics change: the same seeded weights, no gradient step."""
+    import torch
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None                  # a cumulative average over the batches below
+    g = torch.Generator().manual_seed(2)
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(batch, 3, size, size, generator=g))
 
 
 def input_size(family: str) -> int:
     return 299 if family == "inception_v3" else 224
 
 
-def export(family: str, exporter: str, batch: int, work: Path, reuse: bool = False):
+def export(family: str, exporter: str, batch: int, work: Path, reuse: bool = False,
+           calibrate_bn: bool = True):
     """(model.onnx path, input, torch's output, parameters, export seconds)."""
     import torch
-    model = make_model(family)
+    model = make_model(family, calibrate_bn)
     params = sum(p.numel() for p in model.parameters())
     g = torch.Generator().manual_seed(1)
     s = input_size(family)
     x = torch.randn(batch, 3, s, s, generator=g)
     with torch.no_grad():
         y = model(x).numpy()
-    path = work / f"{family}-{exporter}-b{batch}.onnx"
+    path = work / f"{family}-{exporter}-b{batch}{'' if calibrate_bn else '-initbn'}.onnx"
     t0 = time.perf_counter()
     if reuse and path.exists():        # the same seeded model exported earlier into --work
         return path, x.numpy(), y, params, 0.0
@@ -180,7 +207,8 @@ def _status(r) -> dict:
 def run_one(family: str, exporter: str, args, work: Path) -> dict:
     row = {"family": family, "exporter": exporter}
     try:
-        path, x, y, params, export_s = export(family, exporter, args.batch, work, args.reuse)
+        path, x, y, params, export_s = export(family, exporter, args.batch, work, args.reuse,
+                                                  args.bn_stats == "calibrated")
     except Exception as e:  # noqa: BLE001 - an exporter failure is a row, not the end of the run
         row.update(import_ok=False, error=f"export failed: {type(e).__name__}: {str(e)[:300]}")
         return row
@@ -245,6 +273,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--work", help="folder for the exported and imported models (default: a temporary one)")
     ap.add_argument("--reuse", action="store_true", help="use the exported .onnx files already in --work")
+    ap.add_argument("--bn-stats", choices=["calibrated", "init"], default="calibrated",
+                    help="BatchNorm running statistics before the eval export: from two random "
+                         "batches (default, as a trained model has) or torchvision's initial 0/1")
     args = ap.parse_args(argv)
     families = [f for f in args.families.split(",") if f]
     unknown = [f for f in families if f not in FAMILIES]
