@@ -178,9 +178,15 @@ def do_train(job: dict, work: Path):
 
 
 def do_train_forward(job: dict, work: Path):
+    """The forward pass of training step `after_steps` + 1: after that many steps (the branches
+    of a later step, zoo/branches.py), whose updated weights come back beside the blobs."""
+    from zoo import branches
     runner, _ = _runner(job)       # a fresh one: training mode updates BatchNorm's statistics
-    outs = runner.train_forward(_inputs(work), job["expose"])
-    return {"blobs": sorted(outs), **runner.info()}, outs
+    inputs, steps = _inputs(work), int(job.get("after_steps", 0))
+    weights = runner.train_step(inputs, steps)[1] if steps else {}
+    outs = runner.train_forward(inputs, job["expose"])
+    return ({"blobs": sorted(outs), "after_steps": steps, **runner.info()},
+            branches.with_weights(outs, weights))
 
 
 def split_check(arrays: dict) -> tuple[dict, dict]:

@@ -9,8 +9,9 @@ then:
                                blobs, ["*"] every blob (for naming the first bad layer)
   train_step(inputs, steps) -> (losses per step, {"layer.weight": array} updated, canonical)
   train_forward(inputs, expose) -> like forward, but the forward pass of a training step
-                               (BatchNorm on batch statistics, Dropout the identity): the
-                               branches the step takes (zoo/branches.py)
+                               (BatchNorm on batch statistics, Dropout the identity) at the
+                               weights the last train_step left (the build's before any):
+                               the branches the next step takes (zoo/branches.py)
   bench(...)                -> timing statistics
 """
 
@@ -57,6 +58,7 @@ class Runner:
         self.device = device
         self.threads = threads
         self.options = options or {}
+        self._trained = None     # an engine's trained model object, where train_forward needs it
         # the declared gaps hold wherever the runner is used, before the engine is imported
         self.declaration.refuse(self.net)
 

@@ -98,13 +98,15 @@ class Runner(CaffeBase):
         for _ in range(steps):
             solver.step(1)
             losses.append(float(sum(net.blobs[l].data for l in self.meta["losses"])))
+        self._trained = solver           # train_forward continues from these weights
         from zoo.converters.caffe import from_caffe
         weights = {k: from_caffe(t, net.params[layer][i].data.copy())
                    for k, (layer, i, t) in self.meta["names"].items()}
         return losses, weights
 
     def train_forward(self, inputs, expose):
-        net = self._solver(dropout=False).net       # the TRAIN phase: BatchNorm on the batch
+        # the TRAIN phase (BatchNorm on the batch), at the weights the last train_step left
+        net = (self._trained if self._trained is not None else self._solver(dropout=False)).net
         self._feed(net, inputs, self.net.data_inputs + self.net.labels)
         net.forward()
         return {b: self._from_caffe(b, net.blobs[b].data.copy()) for b in expose}

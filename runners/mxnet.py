@@ -158,7 +158,7 @@ class Runner(BaseRunner):
     def train_forward(self, inputs, expose):
         """The training symbol's inner outputs, in training mode (BatchNorm on the batch)."""
         mx = self.mx
-        block = self._training_block(dropout=False)
+        block = self._trained if self._trained is not None else self._training_block(dropout=False)
         internals = self._symbol(self.meta["train_symbol"], dropout=False).get_internals()
         outs = [internals[f"{self.meta['symbols'][b]}_output"] for b in expose]
         probe = mx.gluon.SymbolBlock(mx.sym.Group(outs),
@@ -193,6 +193,7 @@ class Runner(BaseRunner):
         trainer = self._trainer(block)
         feed = self._training_feed(inputs)
         losses = [float(self._step(block, trainer, feed).asscalar()) for _ in range(steps)]
+        self._trained = block            # train_forward continues from these weights
         pd = block.collect_params()
         return losses, {k: pd[v].data().asnumpy() for k, v in self.meta["names"].items()}
 

@@ -16,7 +16,8 @@ into it, is rounded to float32, and with k > 0 each float input is moved by a ra
 boundaries, i.e. an idealised float32 engine.
 
 The branch-matched oracle (zoo/branches.py, float64 models only): a train job whose inputs
-carry an engine's branch decisions for its ReLU and Clip layers forces those branches.
+carry an engine's branch decisions for its ReLU and Clip layers, step by step, forces those
+branches in each step.
 """
 
 from __future__ import annotations
@@ -135,24 +136,30 @@ class Runner(BaseRunner):
             blobs = self.model(**self._data(inputs), return_all=True)
         return {b: blobs[b].detach().cpu().numpy() for b in expose}
 
-    def _force_branches(self, forced: dict) -> None:
-        """The branch-matched oracle (zoo/branches.py): each listed ReLU or Clip module's
-        output is its input where the engine took the linear part, the kink's value
-        elsewhere, so its gradient flows exactly where the engine's did."""
+    def _force_branches(self, forced: list[dict]) -> None:
+        """The branch-matched oracle (zoo/branches.py): in step i, each ReLU or Clip module
+        listed in forced[i] outputs its input where the engine took the linear part and the
+        kink's value elsewhere, so its gradient flows exactly where the engine's did; a
+        module a step does not list computes as usual. `self._step` says the step."""
         from zoo import branches
         torch = self.torch
         if self.dtype != torch.float64:
             raise ValueError("forced branches are an option of the float64 oracle")
         modules = dict(self.model.named_children())
-        for layer in self.net.layers:
-            if layer.name not in forced:
-                continue
-            code = torch.from_numpy(forced[layer.name]).to(self.dev)
-            lo, hi = branches.kinks(layer)
-            fill = torch.where(code == branches.BELOW, lo, hi if hi is not None else lo).to(self.dtype)
-            linear = code == branches.LINEAR
+        by_name = {l.name: l for l in self.net.layers}
+        plans: dict[str, dict[int, tuple]] = {}
+        for step, codes in enumerate(forced):
+            for name, c in codes.items():
+                code = torch.from_numpy(c).to(self.dev)
+                lo, hi = branches.kinks(by_name[name])
+                fill = torch.where(code == branches.BELOW, lo, hi if hi is not None else lo).to(self.dtype)
+                plans.setdefault(name, {})[step] = (code == branches.LINEAR, fill)
 
-            def hook(module, args, out, linear=linear, fill=fill):
+        for name, plan in plans.items():
+            def hook(module, args, out, plan=plan):
+                if self._step not in plan:
+                    return None
+                linear, fill = plan[self._step]
                 x = args[0]
                 if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
                     # the output keeps the input's memory order, as the module's own does,
@@ -160,7 +167,7 @@ class Runner(BaseRunner):
                     cl = torch.channels_last
                     linear, fill = linear.contiguous(memory_format=cl), fill.contiguous(memory_format=cl)
                 return torch.where(linear, x, fill)
-            modules[self.meta["modules"][layer.name]].register_forward_hook(hook)
+            modules[self.meta["modules"][name]].register_forward_hook(hook)
 
     def _optimizer(self):
         t = self.net.train
@@ -177,7 +184,7 @@ class Runner(BaseRunner):
         opt = self._optimizer()
         feed = self._train_feed(inputs)
         losses = []
-        for _ in range(steps):
+        for self._step in range(steps):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(**feed)
             loss.backward()

@@ -62,7 +62,7 @@ def test_the_oracle_steps_with_the_branches_it_is_given(problem):
 
     def step(codes):
         res = isolation.run("torch", "train", {"artifact": oracle["artifact"], "steps": 1},
-                            branches.oracle_inputs(problem.inputs, codes), timeout=900)
+                            branches.oracle_inputs(problem.inputs, [codes]), timeout=900)
         assert res.ok, res.reason
         return res.arrays
 
@@ -99,4 +99,54 @@ def test_each_training_engine_exposes_its_training_forward(problem, engine):
 
 def test_a_spec_blob_under_the_codes_prefix_is_refused_not_misread():
     with pytest.raises(ValueError, match="starts with '__branch__:'"):
-        branches.oracle_inputs({"__branch__:relu1": np.zeros(2)}, {"relu1": np.zeros(2, np.int8)})
+        branches.oracle_inputs({"__branch__:relu1": np.zeros(2)}, [{"relu1": np.zeros(2, np.int8)}])
+
+
+def _train_forward(engine, artifact, p, after_steps):
+    res = isolation.run(engine, "train_forward", {"artifact": str(artifact), "after_steps": after_steps,
+                                                   "expose": [l.tops[0] for l in branches.kink_layers(p.netb)]},
+                        p.inputs, timeout=900)
+    assert res.ok, res.reason
+    return res.arrays
+
+
+def test_the_oracle_forces_each_step_with_that_steps_branches(problem):
+    """Two-step comparisons: step 2's codes act in step 2 only."""
+    require_engine("torch")
+    oracle = V._oracle(problem, 0, 900)
+
+    def run(codes, steps):
+        res = isolation.run("torch", "train", {"artifact": oracle["artifact"], "steps": steps},
+                            branches.oracle_inputs(problem.inputs, codes), timeout=900)
+        assert res.ok, res.reason
+        return res.arrays
+
+    plain = run([], 2)
+    after = _train_forward("torch", oracle["artifact"], problem, 1)    # the oracle's own step 2
+    own = [reference_codes(problem),
+           {l.name: branches.codes(l, after[l.tops[0]]) for l in branches.kink_layers(problem.netb)}]
+    for k, w in run(own, 2).items():          # its own branches in both steps: its own steps
+        np.testing.assert_allclose(w, plain[k], rtol=1e-12, atol=1e-15, err_msg=k)
+    flipped = [own[0], {k: v.copy() for k, v in own[1].items()}]
+    flat = flipped[1]["relu1"].reshape(-1)
+    flat[np.argmax(flat == branches.LINEAR)] = branches.BELOW     # one unit, in step 2 only
+    assert np.max(np.abs(run(flipped, 2)["conv1.weight"] - plain["conv1.weight"])) > 1e-9
+    for k, w in run(flipped, 1).items():      # step 1 never sees step 2's codes
+        np.testing.assert_allclose(w, oracle["weights"][k], rtol=1e-12, atol=1e-15, err_msg=k)
+
+
+@pytest.mark.parametrize("engine", ["torch", "tensorflow", "mxnet", "caffe"])
+def test_each_training_engine_exposes_the_forward_of_its_second_step(problem, engine):
+    """After one step, the engine's training forward is at the weights that step left (which
+    come back with it): the float64 training forward at those weights, not at the build's."""
+    require_engine(engine)
+    arrays = _train_forward(engine, build(problem.net, engine).path, problem, 1)
+    moved = branches.weights_of(arrays)
+    assert moved and set(moved) <= set(problem.weights)
+    ref = branches.TrainReference(problem.netb, {**problem.weights, **{k: v.astype(np.float64)
+                                                                      for k, v in moved.items()}},
+                                  problem.inputs)
+    for l in branches.kink_layers(problem.netb):
+        got, want, before = arrays[l.tops[0]], ref.blobs[l.tops[0]], problem.train_reference.blobs[l.tops[0]]
+        assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want)), l.name
+        assert np.max(np.abs(got - before)) > 1e-3 * np.max(np.abs(want)), l.name   # it did move

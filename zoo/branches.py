@@ -23,9 +23,12 @@ So the oracle is asked the question with the engine's own branch decisions:
      options {"branches": ...}), and the engine's update is judged against it at the
      default TRAIN_UPDATE_RTOL, nothing widened.
 
-Only for one-step comparisons (networks with BatchNorm, zoo/verifier.py): a second step's
-branches come from weights the engine has already moved. Max pooling's argmax can flip the
-same way at a near-tie; it is not matched (none was needed on the zoo's networks).
+Two-step comparisons (networks without BatchNorm, zoo/verifier.py) match both steps: the
+second step's branches are read after the engine's own first step, and judged against the
+float64 forward at the engine's weights after that step (so the check is about that
+forward's rounding alone, not about how far the first update moved). Max pooling's argmax
+can flip the same way at a near-tie; it is not matched (none was needed on the zoo's
+networks).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from . import tolerances as T
 
 KINK_TYPES = ("ReLU", "Clip")
 INPUT_PREFIX = "__branch__:"     # the codes travel beside the batch under this prefix
+WEIGHT_PREFIX = "__weights__:"   # and an engine's weights after a step beside its blobs
 BELOW, LINEAR, ABOVE = 0, 1, 2
 
 
@@ -81,6 +85,15 @@ class Check:
     @property
     def ok(self) -> bool:
         return self.worst <= 1.0
+
+    @staticmethod
+    def combine(checks: list["Check"]) -> "Check":
+        """One verdict over several steps' checks (the worst of them names the layer)."""
+        worst = max(checks, key=lambda c: c.worst)
+        where = worst.where
+        if len(checks) > 1 and worst.flips:
+            where += f" in step {checks.index(worst) + 1}"
+        return Check(sum(c.flips for c in checks), worst.worst, where, sum(c.elements for c in checks))
 
     def describe(self) -> str:
         if not self.flips:
@@ -139,18 +152,39 @@ def check(net, ref: TrainReference, engine_codes: dict[str, np.ndarray]) -> Chec
     return Check(flips, worst, where, elements)
 
 
-def oracle_inputs(inputs: dict, engine_codes: dict[str, np.ndarray]) -> dict:
-    """The batch with the engine's branches beside it, for the oracle's child. A spec's own
-    blob under the prefix would be taken for codes there: refused, never misread."""
+def oracle_inputs(inputs: dict, engine_codes: list[dict[str, np.ndarray]]) -> dict:
+    """The batch with the engine's branches of each step beside it, for the oracle's child.
+    A spec's own blob under the prefix would be taken for codes there: refused, never
+    misread."""
     clash = sorted(k for k in inputs if k.startswith(INPUT_PREFIX))
     if clash:
         raise ValueError(f"input blob {clash[0]!r} starts with {INPUT_PREFIX!r}, which the "
                          "branch-matched oracle uses for its own arrays")
-    return {**inputs, **{INPUT_PREFIX + name: c for name, c in engine_codes.items()}}
+    return {**inputs, **{f"{INPUT_PREFIX}{step}:{name}": c
+                         for step, codes in enumerate(engine_codes) for name, c in codes.items()}}
 
 
-def split_inputs(arrays: dict) -> tuple[dict, dict]:
-    """(the batch, {layer: codes}): the oracle child's side of `oracle_inputs`."""
+def split_inputs(arrays: dict) -> tuple[dict, list[dict]]:
+    """(the batch, [{layer: codes} for each step]): the oracle child's side of
+    `oracle_inputs`."""
     batch = {k: v for k, v in arrays.items() if not k.startswith(INPUT_PREFIX)}
-    forced = {k[len(INPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)}
-    return batch, forced
+    forced: dict[int, dict] = {}
+    for k, v in arrays.items():
+        if k.startswith(INPUT_PREFIX):
+            step, layer = k[len(INPUT_PREFIX):].split(":", 1)
+            forced.setdefault(int(step), {})[layer] = v
+    return batch, [forced.get(i, {}) for i in range(max(forced, default=-1) + 1)]
+
+
+def with_weights(blobs: dict, weights: dict) -> dict:
+    """A train_forward child's answer: the exposed blobs and, under WEIGHT_PREFIX, the
+    weights of the steps taken before it (`weights_of` reads them back)."""
+    clash = sorted(b for b in blobs if b.startswith(WEIGHT_PREFIX))
+    if clash:
+        raise ValueError(f"blob {clash[0]!r} starts with {WEIGHT_PREFIX!r}, which the "
+                         "branch-matched oracle uses for its own arrays")
+    return {**blobs, **{WEIGHT_PREFIX + k: v for k, v in weights.items()}}
+
+
+def weights_of(arrays: dict) -> dict:
+    return {k[len(WEIGHT_PREFIX):]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}

@@ -324,10 +324,11 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
             source = f"{source}; conditioning probe failed: {probe['error']}"
         elif needed > rtol_update:
             rtol_update = needed
+            earlier = source.split("; ", 1)[1] if "; " in source else ""   # the branch-matched note
             source = (f"ill-conditioned point: float32 rounding at layer boundaries moves the "
                       f"float64 oracle's update by {probe['S']:.3g} of a layer's largest update "
                       f"({probe['where']}), so rtol_update = {T.CONDITIONING_MARGIN:g} x that "
-                      "(zoo/tolerances.py)")
+                      "(zoo/tolerances.py)" + (f"; {earlier}" if earlier else ""))
             updates = _update_diffs(p, res.arrays, oracle, rtol_update, steps)
     if source != "default":
         case.tolerance_source = f"rtol_update {rtol_update:.3g}: {source}"
@@ -343,24 +344,32 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
 
 def _branch_matched(p: Problem, engine: str, art, device, threads, oracle: dict, steps: int,
                     timeout: float) -> dict:
-    """The oracle's step with the engine's own branch decisions at every ReLU and Clip,
+    """The oracle's steps with the engine's own branch decisions at every ReLU and Clip,
     when each differing decision is a legitimate float32 one (zoo/branches.py):
-    {"oracle": {"losses", "weights"}, "check": branches.Check}, or {"why": str} without."""
-    if steps != 1:
-        return {"why": "the comparison takes two steps (branches are matched for one)"}
+    {"oracle": {"losses", "weights"}, "check": branches.Check}, or {"why": str} without.
+    Step 1's decisions are read at the build's weights; step 2's at the weights the engine's
+    own first step left, and judged against the float64 forward at those same weights."""
     layers = branches.kink_layers(p.netb)
     if not layers:
         return {}
-    res = isolation.run(engine, "train_forward", {"artifact": str(art.path),
-                                                   "expose": [l.tops[0] for l in layers]},
-                        p.inputs, device=device, threads=threads, timeout=timeout)
-    if not res.ok:
-        return {"why": f"the engine's training forward failed: {res.reason}"}
-    codes = {l.name: branches.codes(l, res.arrays[l.tops[0]]) for l in layers}
-    with p.lock:
-        if p.train_reference is None:
-            p.train_reference = branches.TrainReference(p.netb, p.weights, p.inputs)
-    check = branches.check(p.netb, p.train_reference, codes)
+    codes, checks = [], []
+    for before in range(steps):
+        res = isolation.run(engine, "train_forward", {"artifact": str(art.path), "after_steps": before,
+                                                       "expose": [l.tops[0] for l in layers]},
+                            p.inputs, device=device, threads=threads, timeout=timeout)
+        if not res.ok:
+            return {"why": f"the engine's training forward failed: {res.reason}"}
+        codes.append({l.name: branches.codes(l, res.arrays[l.tops[0]]) for l in layers})
+        if before == 0:
+            with p.lock:
+                if p.train_reference is None:
+                    p.train_reference = branches.TrainReference(p.netb, p.weights, p.inputs)
+            ref = p.train_reference
+        else:     # the float64 forward at the engine's own weights after `before` steps
+            moved = {k: v.astype(np.float64) for k, v in branches.weights_of(res.arrays).items()}
+            ref = branches.TrainReference(p.netb, {**p.weights, **moved}, p.inputs)
+        checks.append(branches.check(p.netb, ref, codes[-1]))
+    check = branches.Check.combine(checks)
     if not check.flips:
         return {"why": check.describe()}
     if not check.ok:
