@@ -305,6 +305,7 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
                                   "wrong number of steps"))
     rtol_update, source = T.train_update_rtol(engine, p.net.name, p.dtype)
     updates = _update_diffs(p, res.arrays, oracle, rtol_update, steps)
+    branch_note = ""     # why the branch-matched oracle did not decide, said in the result
     if p.dtype == "float32" and not all(d.ok for d in diffs + updates) and all(d.ok for d in diffs):
         # only updates are off: did the engine take another branch of a kink than float64?
         matched = _branch_matched(p, engine, art, device, threads, oracle, steps, timeout)
@@ -313,9 +314,9 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
             if all(d.ok for d in again):
                 updates, source = again, f"branch-matched oracle: {matched['check'].describe()} (zoo/branches.py)"
             else:
-                source = f"{source}; the branch-matched oracle did not settle it ({matched['check'].describe()})"
+                branch_note = f"the branch-matched oracle did not settle it ({matched['check'].describe()})"
         elif matched.get("why"):
-            source = f"{source}; no branch-matched oracle: {matched['why']}"
+            branch_note = f"no branch-matched oracle: {matched['why']}"
     if p.dtype == "float32" and not all(d.ok for d in diffs + updates) and all(d.ok for d in diffs):
         # can this verification point resolve rtol_update at all?
         probe = _conditioning(p, oracle, steps, timeout)
@@ -324,12 +325,13 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
             source = f"{source}; conditioning probe failed: {probe['error']}"
         elif needed > rtol_update:
             rtol_update = needed
-            earlier = source.split("; ", 1)[1] if "; " in source else ""   # the branch-matched note
             source = (f"ill-conditioned point: float32 rounding at layer boundaries moves the "
                       f"float64 oracle's update by {probe['S']:.3g} of a layer's largest update "
                       f"({probe['where']}), so rtol_update = {T.CONDITIONING_MARGIN:g} x that "
-                      "(zoo/tolerances.py)" + (f"; {earlier}" if earlier else ""))
+                      "(zoo/tolerances.py)")
             updates = _update_diffs(p, res.arrays, oracle, rtol_update, steps)
+    if branch_note:
+        source = f"{source}; {branch_note}"
     if source != "default":
         case.tolerance_source = f"rtol_update {rtol_update:.3g}: {source}"
     diffs += updates
