@@ -50,8 +50,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from zoo.benchmark import CHECK_REF, CHECK_BOUND  # noqa: E402  (zoo bench --optimize sends them)
-
 TEST_FAULTS_VAR = "ZOO_TEST_FAULTS"   # "1": a job's own "fault" field is honoured (tests only)
 
 
@@ -191,7 +189,9 @@ def do_train_forward(job: dict, work: Path):
 
 def split_check(arrays: dict) -> tuple[dict, dict]:
     """(the batch, the optimised model's reference): zoo/benchmark.py sends the reference
-    outputs and their bounds beside the batch, under prefixes it refuses in a spec's blob names."""
+    outputs and their bounds beside the batch, under prefixes it refuses in a spec's blob names.
+    Imported here, not at the top: zoo.benchmark costs every child ~0.1 s to import."""
+    from zoo.benchmark import CHECK_BOUND, CHECK_REF
     batch = {k: v for k, v in arrays.items() if not k.startswith((CHECK_REF, CHECK_BOUND))}
     ref = {k[len(CHECK_REF):]: v for k, v in arrays.items() if k.startswith(CHECK_REF)}
     bound = {k[len(CHECK_BOUND):]: v for k, v in arrays.items() if k.startswith(CHECK_BOUND)}
