@@ -40,6 +40,10 @@ def _die_with_parent() -> None:
 
 _die_with_parent()   # before anything slow: an orphan must not start an engine
 
+from zoo.memory import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # before any engine allocates (zoo/memory.py says why)
+
 import importlib  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402

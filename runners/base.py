@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import EngineUnavailable
-from zoo.memory import peak_rss_mb
+from zoo.memory import allocator, peak_rss_mb
 from zoo.errors import ManifestError  # noqa: F401  (re-exported: builds read manifests too)
 
 
@@ -129,7 +129,7 @@ class Runner:
     # --- shared ----------------------------------------------------------------------------
     def info(self) -> dict:
         return {"engine": self.engine, "device": self.device, "device_name": self.device_name(),
-                "threads": self.threads, "versions": self.versions()}
+                "threads": self.threads, "versions": self.versions(), "allocator": allocator()}
 
     def outputs_for(self, expose: list[str] | None) -> list[str]:
         if expose is None:

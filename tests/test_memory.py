@@ -30,3 +30,50 @@ def test_reset_peak_gives_a_baseline_below_an_earlier_peak():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     before, base, after = map(int, out.stdout.split())
     assert before > 500 and base < 200 and after < 200, (before, base, after)
+
+
+FAULTS = """
+import ctypes, resource, sys
+from zoo.memory import keep_freed_memory
+print(keep_freed_memory(), file=sys.stderr)
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def step():
+    # 64 MiB: above glibc's largest mmap threshold (32 MiB). Plain malloc, as the engines'
+    # CPU tensors use (NumPy would madvise huge pages and fault 2 MiB at a time)
+    p = libc.malloc(2**26)
+    ctypes.memset(p, 1, 2**26)
+    libc.free(p)
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5)
+"""
+
+
+def _faults_per_step(env_extra: dict) -> tuple[int, str]:
+    import os
+    env = {**os.environ, **env_extra}
+    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout), out.stderr.strip()
+
+
+def test_runner_children_keep_freed_memory_instead_of_faulting_it_back():
+    # A step that allocates and frees 64 MiB: glibc's defaults mmap it afresh each time and
+    # fault in all 16,384 pages; kept, the second step reuses the first's pages.
+    kept, said = _faults_per_step({"ZOO_MALLOC": ""})
+    assert kept < 1000 and "M_MMAP_MAX=0" in said, (kept, said)
+    default, said = _faults_per_step({"ZOO_MALLOC": "glibc"})
+    assert default > 16000 and said == "glibc defaults", (default, said)
+
+
+def test_a_runner_reports_its_allocator(tmp_path):
+    import zoo
+    rows = zoo.bench(["twolayer"], ["torch"], threads=[1], mode="infer", warmup=1, iters=3,
+                     min_time=0, max_time=2, peak=False)
+    assert rows[0]["status"] == "ok", rows[0]
+    assert "M_MMAP_MAX=0" in rows[0]["allocator"], rows[0]

@@ -96,4 +96,6 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     _die_with_parent()
     _watch_root()
+    from zoo.memory import keep_freed_memory
+    keep_freed_memory()      # before any engine allocates (zoo/memory.py says why)
     sys.exit(main(sys.argv[1:]))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.memory import peak_rss_mb
+from zoo.memory import allocator, peak_rss_mb
 
 TEST_FAULTS_VAR = "ZOO_TEST_FAULTS"   # "1": the job's "fault" is honoured (tests only)
 # "sum-gradients": the data-parallel step sums the gradients instead of averaging them;
@@ -88,6 +88,7 @@ def bench_result(job: dict, step, barrier, phases: dict | None, rank: int, world
     if phases:
         out.update(time_phases(phases, barrier, int(job["iters"])))
     out["peak_rss_mb"] = peak_rss_mb()
+    out["allocator"] = allocator()
     return out
 
 
