@@ -173,8 +173,15 @@ def _native_pool_padding(layer, g, ceil: bool) -> tuple[int, int] | None:
 def pooling(ctx, layer):
     p, a, x = layer.p, ctx.attr(layer), ctx.v(layer.bottoms[0])
     if p.global_pooling:
-        cls = "AdaptiveMaxPool2d" if p.pool == P.MAX else "AdaptiveAvgPool2d"
-        ctx.init.append(f"self.{a} = nn.{cls}(1)")
+        if p.pool == P.MAX:
+            ctx.init.append(f"self.{a} = nn.AdaptiveMaxPool2d(1)")
+        elif _channels_last(ctx.net):
+            # avg_pool2d over the whole image, not AdaptiveAvgPool2d(1): that one is a mean,
+            # whose backward hands the convolution before it an NCHW gradient to copy into
+            # channels-last (benchmarks/depthwise.py); avg_pool2d's keeps the input's order
+            ctx.init.append(f"self.{a} = nn.AvgPool2d({_pair(*layer.in_shapes[0][2:])})")
+        else:
+            ctx.init.append(f"self.{a} = nn.AdaptiveAvgPool2d(1)")
         ctx.fwd.append(f"{ctx.out(layer)} = self.{a}({x})")
         return
     g, ceil = P.geometry(p, layer.in_shapes[0]), p.round_mode == P.CEIL
@@ -256,7 +263,14 @@ def softmax(ctx, layer):
 
 @CONVERTERS.register("Flatten")
 def flatten(ctx, layer):
-    ctx.fwd.append(f"{ctx.out(layer)} = torch.flatten({ctx.v(layer.bottoms[0])}, {layer.p.axis})")
+    x, shape = ctx.v(layer.bottoms[0]), layer.in_shapes[0]
+    if _channels_last(ctx.net) and len(shape) == 4 and layer.p.axis == 1 and tuple(shape[2:]) == (1, 1):
+        # (N, C, 1, 1) -> (N, C) read as (N, 1, 1, C): the same values, but the gradient
+        # flows back channels-last (strides (C, 1, C, C)), so the pooling before it keeps
+        # its fast channels-last backward; torch.flatten's gradient view is NCHW-strided
+        ctx.fwd.append(f"{ctx.out(layer)} = {x}.permute(0, 2, 3, 1).flatten(1)")
+        return
+    ctx.fwd.append(f"{ctx.out(layer)} = torch.flatten({x}, {layer.p.axis})")
 
 
 @CONVERTERS.register("Reshape")
