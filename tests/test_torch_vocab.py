@@ -122,3 +122,27 @@ def test_pooling_pytorch_cannot_pad_natively_is_the_reference(name):
     with torch.no_grad():
         got = model(**_feed(torch, net, inputs, {ctx.v("x"): "x"}), return_all=True)
     np.testing.assert_allclose(got["p"].numpy(), ref["p"], rtol=ORACLE_RTOL, atol=ORACLE_RTOL)
+
+
+def test_global_pooling_hands_the_convolution_a_channels_last_gradient():
+    """In a channels-last model, a copy of the gradient into channels-last order inside the
+    convolution's backward cost it as much as the convolution itself (benchmarks/depthwise.py).
+    AdaptiveAvgPool2d(1) (a mean) or torch.flatten of (N, C, 1, 1) would hand back NCHW."""
+    import torch
+    net = zoo.from_text(CASES["Pooling-global"], file="Pooling-global")
+    model, ctx = _model(net)
+    model = model.float().train()
+    assert model.channels_last
+    conv = model.get_submodule(ctx.attrs.named()["c"])
+    seen = []
+
+    def keep_gradient(module, args, out):
+        out.register_hook(seen.append)      # the gradient of the convolution's output
+    conv.register_forward_hook(keep_gradient)
+    inputs = data.make(net, 0)
+    feed = {ctx.v(b): torch.from_numpy(inputs[b]) if inputs[b].dtype.kind in "iu"
+            else torch.from_numpy(inputs[b]).float() for b in net.data_inputs + net.labels}
+    model.training_loss(**feed).backward()
+    g = seen[0]
+    assert g.shape[1] > 1 and g.shape[2] * g.shape[3] > 1, g.shape   # the two orders differ
+    assert g.is_contiguous(memory_format=torch.channels_last) and not g.is_contiguous()
