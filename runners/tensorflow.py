@@ -266,7 +266,10 @@ class Runner(BaseRunner):
         return self.tf_device
 
     def versions(self):
-        return {"tensorflow": self.tf.__version__, "keras": self.keras.__version__}
+        import os
+        # which CPU kernels ran (zoo/engines.py sets 1 unless the user chose)
+        return {"tensorflow": self.tf.__version__, "keras": self.keras.__version__,
+                "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default")}
 
 
 def _host(out) -> None:

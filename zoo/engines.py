@@ -60,6 +60,8 @@ class Engine:
     thread_vars: tuple[str, ...] = ()          # the engine's own thread-count variables
     single_thread_vars: tuple[str, ...] = ()   # pools zoo pins to one thread
     quiet_env: tuple[tuple[str, str], ...] = ()   # log-level variables
+    # variables that choose the engine's CPU kernels, set unless the user set them already
+    kernel_env: tuple[tuple[str, str], ...] = ()
     dtypes: tuple[str, ...] = ("float32",)     # compute dtypes its build honours (option "dtype")
     dtype_gap: str = ""         # why it cannot compute in a dtype not in `dtypes`
     built: str = ""             # the version of an engine built from source (no distribution)
@@ -129,6 +131,7 @@ class Engine:
         if device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
         env.update(dict(self.quiet_env))
+        env.update({k: v for k, v in self.kernel_env if k not in os.environ})
         return env
 
     def dtype_refusal(self, dtype: str) -> str | None:
@@ -264,7 +267,12 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
            converter="zoo.converters.tensorflow", runner="zoo.runners.tensorflow",
            dtypes=("float32", "float64"),
            thread_vars=("TF_NUM_INTRAOP_THREADS",), single_thread_vars=("TF_NUM_INTEROP_THREADS",),
-           quiet_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
+           quiet_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),),
+           # TensorFlow's oneDNN kernels: the x86 wheel enables them by default only on CPUs
+           # with AVX512_VNNI/BF16 or AMX; elsewhere (this project's AVX2 EPYC) its Eigen
+           # kernels ran AlexNet-R's step 2.3x and ResNet-56's 1.5x slower, MaxPoolGrad alone
+           # 284 ms of AlexNet-R's 1,424 (README, Latest figures)
+           kernel_env=(("TF_ENABLE_ONEDNN_OPTS", "1"),)),
     Engine("mxnet", ("mxnet",), ("mxnet",), "mxnet", train=True,
            converter="zoo.converters.mxnet", runner="zoo.runners.mxnet",
            dtypes=("float32", "float64"),   # float64 LRN is refused by the converter (float32 kernel)
