@@ -191,10 +191,14 @@ class Runner:
         float64 oracle), at verify's tolerances. {"status": "pass"|"fail", "reason",
         "checked": [...], "worst_ratio"}."""
         from zoo import compare
-        diffs = self._forward_diffs(inputs, check, compare)
+        diffs, note = self._forward_diffs(inputs, check, compare), ""
         if mode == "train" and all(d.ok for d in diffs):
-            diffs += self._train_diffs(inputs, compare)
-        return _verdict(diffs, mode)
+            train, note = self._train_diffs(inputs, compare)
+            diffs += train
+        out = _verdict(diffs, mode)
+        if note:
+            out["tolerance"] = note
+        return out
 
     def _forward_diffs(self, inputs, check: dict, compare) -> list:
         if not check.get("ref"):
@@ -206,14 +210,19 @@ class Runner:
                                      check["bound"][blob])
                 for blob, ref in check["ref"].items()]
 
-    def _train_diffs(self, inputs, compare) -> list:
-        """The optimised step (dropout off, as verify's) against the default's, one step."""
-        from zoo import tolerances as T
+    def _default_step(self, inputs) -> tuple:
+        """One training step of the default configuration, from the build's weights."""
         default = type(self)(self.dir, self.device, self.threads,
                              {k: v for k, v in self.options.items() if k != "optimize"})
         default.load()
-        want_losses, want = default.train_step(inputs, 1)
-        del default
+        return default.train_step(inputs, 1)
+
+    def _train_diffs(self, inputs, compare) -> tuple[list, str]:
+        """The optimised step (dropout off, as verify's) against the default's, one step;
+        and, when an update differs by more than rtol_update, the tolerance the point's own
+        conditioning sets (`_own_conditioning`), with the note that says so."""
+        from zoo import tolerances as T
+        want_losses, want = self._default_step(inputs)
         got_losses, got = self.train_step(inputs, 1)
         from zoo import weights as W
         start = W.load(self.dir / "weights.npz", self.net)
@@ -226,14 +235,48 @@ class Runner:
                 layer = key.rsplit(".", 1)[0]
                 delta = float(np.max(np.abs(np.asarray(w, np.float64) - start[key]), initial=0.0))
                 scales[layer] = max(scales.get(layer, 0.0), delta)
-        for key in want:
-            if key not in got:
-                diffs.append(compare.Diff(f"update {key}", False, float("inf"), float("inf"),
-                                          float("inf"), "missing from the optimised step"))
-            elif key in start:
-                diffs.append(compare.update_close(f"update {key}", got[key], want[key], start[key],
-                                                  rtol_update, 1, scales[key.rsplit(".", 1)[0]]))
-        return diffs
+        def updates(got, rtol):
+            out = []
+            for key in want:
+                if key not in got:
+                    out.append(compare.Diff(f"update {key}", False, float("inf"), float("inf"),
+                                            float("inf"), "missing from the optimised step"))
+                elif key in start:
+                    out.append(compare.update_close(f"update {key}", got[key], want[key], start[key],
+                                                    rtol, 1, scales[key.rsplit(".", 1)[0]]))
+            return out
+        checked = updates(got, rtol_update)
+        if all(d.ok for d in checked) or not diffs[0].ok or any(np.isinf(d.worst_ratio) for d in checked):
+            return diffs + checked, ""
+        S, where = self._own_conditioning(inputs, updates)
+        if T.CONDITIONING_MARGIN * S <= rtol_update:
+            return diffs + checked, (f"rtol_update {rtol_update:g}; the default step's own "
+                                     f"conditioning S = {S:.3g} ({where}) does not widen it")
+        rtol = T.CONDITIONING_MARGIN * S
+        return diffs + updates(got, rtol), (
+            f"rtol_update {rtol:.3g}: ill-conditioned point: inputs moved by ~2^-24 relative move "
+            f"the default configuration's own float32 update by {S:.3g} of a layer's largest "
+            f"update ({where}), so rtol_update = {T.CONDITIONING_MARGIN:g} x that, as verify's "
+            f"conditioning probe (zoo/tolerances.py)")
+
+    def _own_conditioning(self, inputs, updates) -> tuple[float, str]:
+        """verify's conditioning probe, with this engine's default configuration as the
+        float32 engine: its step rerun on inputs moved by ~2^-24 relative (CONDITIONING_PROBES
+        seeds), against its step on the inputs themselves. An optimised configuration
+        reorders and fuses float32 arithmetic, so near a ReLU kink it may take the other
+        branch exactly as such a rerun does; S is the largest such move, in units of
+        rtol_update (updates(got, 1.0)'s worst ratio). (S, where)."""
+        from zoo import tolerances as T
+        worst, at = 0.0, ""
+        for k in range(1, T.CONDITIONING_PROBES + 1):
+            rng = np.random.default_rng(k)
+            moved = {b: (a * (1 + 2.0**-24 * rng.standard_normal(a.shape))).astype(a.dtype)
+                     if a.dtype.kind == "f" else a for b, a in inputs.items()}
+            _, probe = self._default_step(moved)
+            for d in updates(probe, 1.0):
+                if d.worst_ratio > worst:
+                    worst, at = d.worst_ratio, f"{d.name}, probe {k} of {T.CONDITIONING_PROBES}"
+        return worst, at
 
 
 def _verdict(diffs: list, mode: str) -> dict:

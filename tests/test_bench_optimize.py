@@ -85,3 +85,53 @@ def test_a_blob_named_like_the_reference_arrays_is_refused_not_misread(tmp_path)
     net = zoo.load(spec)
     with pytest.raises(UsageError, match="'__check_ref__:x' starts with a name --optimize uses"):
         benchmark.bench([net], ["onnx"], mode="infer", optimize=True, **FAST)
+
+
+def _chaotic_runner(wrong: float):
+    """A runner whose training step is ill-conditioned as ResNet-56's is: any change of the
+    inputs at float32's rounding moves every update by up to 5% of the layer's largest (ReLU
+    branches flipping), deterministically for the same inputs. Its 'optimised' step moves
+    them the same way (a different rounding), plus `wrong` of the update (a real error)."""
+    import hashlib
+
+    import numpy as np
+
+    import zoo
+    from runners.base import Runner
+    from zoo import weights as W
+
+    class Chaotic(Runner):
+        engine = "torch"
+
+        def _step(self, inputs, seed, extra=0.0):
+            start = W.load(self.dir / "weights.npz", self.net)
+            rng = np.random.default_rng(seed)
+            return [1.0], {k: w + 0.01 * (1 + extra) + 0.0005 * rng.uniform(-1, 1, w.shape)
+                           for k, w in start.items()}
+
+        def _default_step(self, inputs):
+            h = hashlib.sha256(b"".join(np.ascontiguousarray(inputs[b]).tobytes() for b in sorted(inputs)))
+            return self._step(inputs, int.from_bytes(h.digest()[:4], "little"))
+
+        def train_step(self, inputs, steps=1):
+            return self._step(inputs, 99, wrong)
+
+    art = zoo.build("twolayer", "torch").path
+    runner = Chaotic(art, options={"optimize": True})
+    net = zoo.load("twolayer").with_batch(4)
+    from zoo import data
+    return runner, data.make(net, 0)
+
+
+def test_an_ill_conditioned_step_is_judged_at_its_own_conditioning():
+    """A difference the default configuration itself shows under a 2^-24 move of its inputs
+    passes, at 2x that measured figure, and says so; a real error of 50% does not."""
+    from zoo import compare
+    runner, inputs = _chaotic_runner(0.0)
+    diffs, note = runner._train_diffs(inputs, compare)
+    assert all(d.ok for d in diffs), [(d.name, d.worst_ratio) for d in diffs if not d.ok]
+    assert "ill-conditioned point" in note and "probe" in note, note
+    runner, inputs = _chaotic_runner(0.5)
+    diffs, note = runner._train_diffs(inputs, compare)
+    assert not all(d.ok for d in diffs)
+    assert max(d.worst_ratio for d in diffs) > 2, [(d.name, d.worst_ratio) for d in diffs]
