@@ -59,8 +59,9 @@ def keep_freed_memory() -> str:
     moves with what was freed). PyTorch's CPU tuning guide recommends jemalloc or tcmalloc
     for the same reason; glibc's own knobs do it without a new dependency: no mmap (every
     block from the heap) and no trimming. Engines with their own pools (MXNet, ONNX
-    Runtime's arena) are unaffected; the runner children's peak RSS is unchanged, since a
-    kept page was resident at the peak anyway. ZOO_MALLOC=glibc keeps glibc's defaults."""
+    Runtime's arena) are unaffected. The cost is memory: a block no longer fits every
+    freed hole, so the children's peak RSS rose by 0-17% (benchmarks/allocator.py).
+    ZOO_MALLOC=glibc keeps glibc's defaults."""
     global _allocator
     import os
     import sys
