@@ -17,6 +17,23 @@ def _build_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_folder(tmp_path_factory):
+    """Temporary files of the session's processes go under pytest's own folder, which pytest
+    rotates: the tests that SIGKILL a zoo process leave its zoo-child-*/zoo-dist-* folders
+    behind by design (a SIGKILLed process cannot clean up), and they must not pile up in /tmp."""
+    import tempfile
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmp"))
+    tempfile.tempdir = None          # re-read TMPDIR
+    yield
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+    tempfile.tempdir = None
+
+
 def require_engine(name: str):
     """Skip (with the reason printed by -rs) when the engine is not installed."""
     why = E.get(name).missing()

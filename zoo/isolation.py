@@ -391,6 +391,11 @@ class _Child:
     @classmethod
     def start(cls, env: dict) -> "_Child":
         folder = Path(tempfile.mkdtemp(prefix="zoo-child-"))
+        # the engine's temporary files live in the child's folder and go with it: TensorFlow's
+        # autograph writes one module per traced function and deletes it only at a clean
+        # exit, which a child ended by killing its group never has
+        (folder / "tmp").mkdir()
+        env = {**env, "TMPDIR": str(folder / "tmp")}
         read_end, write_end = os.pipe()
         try:
             # O_APPEND: the files can be emptied between jobs while the child holds them
