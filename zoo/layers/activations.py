@@ -8,7 +8,54 @@ import numpy as np
 from .. import spec_pb2
 from .base import LayerError, LayerType, WeightSpec, register, size, uniform_range
 
-_erf = np.frompyfunc(math.erf, 1, 1)   # NumPy has no erf (and zoo does not need SciPy)
+# NumPy has no erf, and zoo does not need SciPy. Cephes' rational approximations (S. L.
+# Moshier, public domain; ndtr.c, the ones SciPy's erf compiles), vectorised: within a few
+# units in the last place of math.erf (tests/test_reference_erf.py), and some 50x faster than
+# calling math.erf element by element, which made ViT's float64 GELU the slowest part of
+# `zoo verify vit-b-16`.
+_ERF_T = (9.60497373987051638749e0, 9.00260197203842689217e1, 2.23200534594684319226e3,
+          7.00332514112805075473e3, 5.55923013010394962768e4)
+_ERF_U = (1.0, 3.35617141647503099647e1, 5.21357949780152679795e2, 4.59432382970980127987e3,
+          2.26290000613890934246e4, 4.92673942608635921086e4)
+_ERFC_P = (2.46196981473530512524e-10, 5.64189564831068821977e-1, 7.46321056442269912687e0,
+           4.86371970985681366614e1, 1.96520832956077098242e2, 5.26445194995477358631e2,
+           9.34528527171957607540e2, 1.02755188689515710272e3, 5.57535335369399327526e2)
+_ERFC_Q = (1.0, 1.32281951154744992508e1, 8.67072140885989742329e1, 3.54937778887819891062e2,
+           9.75708501743205489753e2, 1.82390916687909736289e3, 2.24633760818710981792e3,
+           1.65666309194161350182e3, 5.57535340817727675546e2)
+_ERFC_R = (5.64189583547755073984e-1, 1.27536670759978104416e0, 5.01905042251180477414e0,
+           6.16021097993053585195e0, 7.40974269950448939160e0, 2.97886665372100240670e0)
+_ERFC_S = (1.0, 2.26052863220117276590e0, 9.39603524938001434673e0, 1.20489539808096656605e1,
+           1.70814450747565897222e1, 9.60896809063285878198e0, 3.36907645100081516050e0)
+
+
+def _poly(x, coefficients):
+    """Horner's rule, highest power first, in place on one array."""
+    out = np.full_like(x, coefficients[0])
+    for c in coefficients[1:]:
+        out *= x
+        out += c
+    return out
+
+
+def _erf(x):
+    """erf of a float64 array (Cephes erf/erfc: |x| <= 1 by erf's own rational function,
+    beyond by 1 - erfc, whose rational functions in |x| switch at 8); each piece is
+    evaluated on its own elements only."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x).ravel()
+    out = np.empty_like(a)
+    small = a <= 1.0
+    s = a[small]
+    z = s * s
+    out[small] = s * _poly(z, _ERF_T) / _poly(z, _ERF_U)
+    rest = ~small & (a < 27.0)               # erfc(27) underflows: erf is exactly 1 beyond
+    out[~small] = 1.0
+    for part, (p, q) in ((rest & (a < 8.0), (_ERFC_P, _ERFC_Q)), (rest & (a >= 8.0), (_ERFC_R, _ERFC_S))):
+        r = a[part]
+        out[part] = 1.0 - np.exp(-r * r) * _poly(r, p) / _poly(r, q)
+    out = np.copysign(out.reshape(x.shape), x)
+    return np.where(np.isnan(x), x, out)     # NaN in, NaN out
 TANH_GELU = spec_pb2.GELUParam.TANH
 
 
@@ -171,4 +218,4 @@ class GELU(_Elementwise):
         x = xs[0]
         if p.approximate == TANH_GELU:
             return [0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))]
-        return [0.5 * x * (1.0 + np.asarray(_erf(x / math.sqrt(2.0)), dtype=np.float64))]
+        return [0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))]
