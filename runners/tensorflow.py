@@ -140,6 +140,9 @@ class Runner(BaseRunner):
                     layer.rate = 0.0     # verify: Dropout is the identity
         opt = self._optimizer()
         variables = model.trainable_variables
+        # the optimizer's own variables (iterations, momenta) made now, not by the traced
+        # step's first call: a tf.function whose first trace creates variables is traced twice
+        opt.build(variables)
         wd = float(self.net.train.weight_decay)
 
         def step(feed):
