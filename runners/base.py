@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +38,31 @@ def read_manifest(artifact: Path) -> dict:
         path = (artifact / rel).resolve()
         if artifact.resolve() not in path.parents:
             raise ManifestError(f"{artifact}: manifest names a file outside the build: {rel}")
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        if h.hexdigest() != digest:
+        if _file_digest(path) != digest:
             raise ManifestError(f"{artifact}: {rel} does not match its manifest hash")
     return manifest
+
+
+# path -> (its stat identity, its sha256) as last read by this process: a long-lived child runs
+# many jobs on one build, and a 330 MB ViT build took a second to hash for each. Any change to
+# the file (a rewrite or a replacement) changes its inode, size, mtime or ctime, and ctime
+# cannot be set back, so a matching identity is the same bytes.
+_digests: dict[Path, tuple[tuple, str]] = {}
+
+
+def _file_digest(path: Path) -> str:
+    st = os.stat(path)
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    known = _digests.get(path)
+    if known is not None and known[0] == ident:
+        return known[1]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if os.stat(path).st_ctime_ns == st.st_ctime_ns:   # unchanged while it was read
+        _digests[path] = (ident, h.hexdigest())
+    return h.hexdigest()
 
 
 class Runner:
