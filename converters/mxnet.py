@@ -27,6 +27,9 @@ Explicit conversions:
     alike): an explicit pad op first (0; -inf for MAX), and for AVE a constant map that
     turns the kh*kw divisor into the spec's (PADDED or VALID).
   - Scale, Bias, Eltwise with broadcasting: MXNet's broadcast_* ops (trailing axes aligned).
+  - log_softmax (LogSoftmax, SoftmaxWithLoss) with temperature=1, which keeps it on MXNet's
+    own kernel: its float32 oneDNN one is off by 1.4e-6 absolute, and a saturated softmax got
+    a spurious gradient (`exact_log_softmax`).
   - LayerNorm over several trailing axes: merged into one for MXNet's one-axis LayerNorm.
   - PReLU: where(x >= 0, x, slope * x); MXNet's prelu has a wrong gamma gradient in graphs.
   - LRN is float32 only in MXNet 1.9.1: a float64 build refuses it. In float64, LeakyReLU
@@ -437,10 +440,28 @@ def _erf_exact_gradient(ctx, z, name: str):
                             name=fresh(f"{name}_erf_exact"))
 
 
+def exact_log_softmax(ctx, x, axis: int, name: str):
+    """MXNet's log_softmax on its own CPU kernel, not oneDNN's: in float32, along the last
+    axis of a rank 1-4 blob and without a temperature, MXNet 1.9.1 runs oneDNN's logsoftmax
+    primitive (SupportMKLDNNLogSoftmax, src/operator/nn/mkldnn/mkldnn_log_softmax.cc), whose
+    log(sum) is off by ~1.4e-6 absolute: log_softmax([0]) is +1.43e-6, not 0. Harmless while
+    the softmax is spread, but a saturated one (a label's log-probability 0) then gets a loss
+    of -1.43e-6 and a logit gradient of 1.43e-6 where the true one is 0, times the features
+    in the weights' gradient: imported ResNet-50 and Inception-v3, whose logits saturate
+    after one SGD step, failed their second step by 1.6x and 58x. An explicit temperature
+    of 1 is outside what that check accepts, so MXNet's own kernel runs: (x - max) -
+    log(sum(exp(x - max))), the temperature's division skipped at 1 (softmax-inl.h): at
+    saturation the label's log-probability is exactly 0, and so is the backward's
+    ograd - exp(out) * sum(ograd), as in PyTorch's float32 and the float64 oracle. It costs
+    ~1.7x oneDNN's op (forward and backward of lstm-32's (4096, 10000) logits: ~0.5 s more
+    on 2 cores); a (N, 1000) classifier head's share is negligible."""
+    return ctx.sym.log_softmax(x, axis=axis, temperature=1.0, name=name)
+
+
 @CONVERTERS.register("LogSoftmax")
 def log_softmax(ctx, layer):
-    ctx.s[layer.tops[0]] = ctx.sym.log_softmax(ctx.s[layer.bottoms[0]], axis=int(layer.p.axis),
-                                               name=ctx.out_name(layer))
+    ctx.s[layer.tops[0]] = exact_log_softmax(ctx, ctx.s[layer.bottoms[0]], int(layer.p.axis),
+                                             ctx.out_name(layer))
 
 
 @CONVERTERS.register("Scale")
@@ -557,10 +578,11 @@ def runtime_count(ctx, count_sym, name: str):
 @CONVERTERS.register("SoftmaxWithLoss")
 def softmax_with_loss(ctx, layer):
     """Mean cross-entropy over every position of (N, K) or (N, T, K) logits: -mean(pick(
-    log_softmax)). Not softmax_cross_entropy: it clips each probability at 1e-8, so a row's
-    loss never exceeds 18.42 (its gradient is unclipped, the reported loss is wrong)."""
+    log_softmax)), log_softmax as `exact_log_softmax` (oneDNN's float32 one is off by 1.4e-6).
+    Not softmax_cross_entropy: it clips each probability at 1e-8, so a row's loss never
+    exceeds 18.42 (its gradient is unclipped, the reported loss is wrong)."""
     sym, n = ctx.sym, layer.name
-    logp = sym.log_softmax(ctx.s[layer.bottoms[0]], axis=-1, name=ctx.fresh(f"{n}_log_softmax"))
+    logp = exact_log_softmax(ctx, ctx.s[layer.bottoms[0]], -1, ctx.fresh(f"{n}_log_softmax"))
     picked = sym.pick(logp, ctx.s[layer.bottoms[1]], axis=-1, name=ctx.fresh(f"{n}_picked"))
     mean = sym.mean(picked, name=ctx.fresh(f"{n}_mean"))
     ctx.s[layer.tops[0]] = sym._internal._mul_scalar(mean, scalar=-float(layer.p.loss_weight),
