@@ -208,8 +208,9 @@ def test_unknown_dtype_is_refused():
 
 
 def test_a_build_from_before_training_symbols_is_refused_with_the_fix(tmp_path):
-    """Cached builds are keyed by spec, weights, versions and options, not by converter
-    code: one written before the loss moved into the model says so instead of crashing."""
+    """A build written by an older zoo (zoo/builds.py keys its cache by the converter's source,
+    but a build given by path, `--out`, is read as it is) that predates the loss moving into
+    the model says so instead of crashing."""
     from zoo.errors import ManifestError
     art = zoo.build("linreg", "mxnet", out=tmp_path / "old")
     manifest = json.loads((art.path / "manifest.json").read_text())
