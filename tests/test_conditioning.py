@@ -104,3 +104,36 @@ def test_float64_never_runs_the_probe(monkeypatch):
     V._train_case(p, "torch", art, "cpu", None, T.LOSS64, 900, 0, case)
     assert case.status == "fail" and case.tolerance_source == "default", case
     assert case.needed_factor > 1e5, case
+
+
+# --- later steps' losses ---------------------------------------------------------------------
+def test_later_loss_tolerance_widens_only_past_the_probe_margin():
+    tol = T.Tolerance(rtol=1e-4, atol=1e-5)
+    unit = tol.atol + tol.rtol * 2.0                    # the loss tolerance at a loss of 2.0
+    # step 1's move is never used; step 2's below half the tolerance keeps it
+    assert V._later_loss_tolerance(tol, [2.0, 2.0], [1.0, 0.4 * unit]) is None
+    factor, wide = V._later_loss_tolerance(tol, [2.0, 2.0], [0.0, 10 * unit])
+    assert factor == pytest.approx(T.CONDITIONING_MARGIN * 10)
+    assert (wide.rtol, wide.atol) == pytest.approx((tol.rtol * factor, tol.atol * factor))
+
+
+def test_a_wrong_second_step_loss_fails_on_a_well_conditioned_network(monkeypatch):
+    """The probe widens a later loss's tolerance only as far as float32 rounding moves the
+    oracle's own: on TwoLayer (two steps, well conditioned) a 1% error in step 2's loss
+    alone still fails, and names that loss."""
+    require_engine("torch")
+    p = V._prepare("twolayer", V.DEFAULT_BATCH, 0)
+    art = build(p.net, "torch")
+    real_run = V.isolation.run
+
+    def engine_run(engine, action, job, *a, **k):
+        res = real_run(engine, action, job, *a, **k)
+        if action == "train" and job["artifact"] == str(art.path) and res.ok:
+            res.result["losses"][1] *= 1.01
+        return res
+    monkeypatch.setattr(V.isolation, "run", engine_run)
+    with p:
+        case = V.CaseResult(p.net.name, "torch", "train", "error")
+        V._train_case(p, "torch", art, "cpu", None, T.FORWARD, 900, 0, case)
+    assert V.train_steps(p.net) == 2
+    assert case.status == "fail" and case.reason.startswith("loss[step 2]"), case

@@ -298,38 +298,53 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
     if (why := _wrong_dtype(p, res.arrays, "updated weights")) is not None:
         case.status, case.reason = "error", why
         return
-    diffs = [compare.allclose(f"loss[step {i + 1}]", got, want, tol)
-             for i, (got, want) in enumerate(zip(res.result["losses"], oracle["losses"]))]
+    diffs = _loss_diffs(res.result["losses"], oracle["losses"], tol)
     if len(res.result["losses"]) != len(oracle["losses"]):
         diffs.append(compare.Diff("losses", False, float("inf"), float("inf"), float("inf"),
                                   "wrong number of steps"))
     rtol_update, source = T.train_update_rtol(engine, p.net.name, p.dtype)
     updates = _update_diffs(p, res.arrays, oracle, rtol_update, steps)
     branch_note = ""     # why the branch-matched oracle did not decide, said in the result
-    if p.dtype == "float32" and not all(d.ok for d in diffs + updates) and all(d.ok for d in diffs):
-        # only updates are off: did the engine take another branch of a kink than float64?
+    # step 1's loss is a forward quantity and is never excused; a later step's loss follows
+    # the updates before it, so it is judged as they are (the matched oracle, the probe)
+    calibrated = (p.dtype == "float32" and len(diffs) == len(oracle["losses"]) and diffs
+                  and diffs[0].ok)
+    if calibrated and not all(d.ok for d in diffs + updates):
+        # did the engine take another branch of a kink than float64?
         matched = _branch_matched(p, engine, art, device, threads, oracle, steps, timeout)
         if "oracle" in matched:
-            again = _update_diffs(p, res.arrays, matched["oracle"], rtol_update, steps)
+            again = _loss_diffs(res.result["losses"], matched["oracle"]["losses"], tol) + \
+                _update_diffs(p, res.arrays, matched["oracle"], rtol_update, steps)
             if all(d.ok for d in again):
-                updates, source = again, f"branch-matched oracle: {matched['check'].describe()} (zoo/branches.py)"
+                diffs, updates = again[:len(diffs)], again[len(diffs):]
+                source = f"branch-matched oracle: {matched['check'].describe()} (zoo/branches.py)"
             else:
                 branch_note = f"the branch-matched oracle did not settle it ({matched['check'].describe()})"
         elif matched.get("why"):
             branch_note = f"no branch-matched oracle: {matched['why']}"
-    if p.dtype == "float32" and not all(d.ok for d in diffs + updates) and all(d.ok for d in diffs):
-        # can this verification point resolve rtol_update at all?
+    if calibrated and not all(d.ok for d in diffs + updates):
+        # can this verification point resolve rtol_update (and the later losses) at all?
         probe = _conditioning(p, oracle, steps, timeout)
         needed = T.CONDITIONING_MARGIN * probe.get("S", 0.0)
         if "error" in probe:
             source = f"{source}; conditioning probe failed: {probe['error']}"
-        elif needed > rtol_update:
-            rtol_update = needed
-            source = (f"ill-conditioned point: float32 rounding at layer boundaries moves the "
-                      f"float64 oracle's update by {probe['S']:.3g} of a layer's largest update "
-                      f"({probe['where']}), so rtol_update = {T.CONDITIONING_MARGIN:g} x that "
-                      "(zoo/tolerances.py)")
-            updates = _update_diffs(p, res.arrays, oracle, rtol_update, steps)
+        else:
+            if needed > rtol_update:
+                rtol_update = needed
+                source = (f"ill-conditioned point: float32 rounding at layer boundaries moves the "
+                          f"float64 oracle's update by {probe['S']:.3g} of a layer's largest update "
+                          f"({probe['where']}), so rtol_update = {T.CONDITIONING_MARGIN:g} x that "
+                          "(zoo/tolerances.py)")
+                updates = _update_diffs(p, res.arrays, oracle, rtol_update, steps)
+            widened = _later_loss_tolerance(tol, oracle["losses"], probe.get("loss_moves", []))
+            if widened is not None and not all(d.ok for d in diffs[1:]):
+                factor, loss_tol = widened
+                diffs = diffs[:1] + _loss_diffs(res.result["losses"][1:], oracle["losses"][1:],
+                                                loss_tol, first_step=2)
+                source = (f"{'' if source == 'default' else source + '; '}later steps' losses "
+                          f"at {factor:.3g}x the loss tolerance: "
+                          f"float32 rounding moves the oracle's by up to "
+                          f"{factor / T.CONDITIONING_MARGIN:.3g}x it (probe)")
     if branch_note:
         source = f"{source}; {branch_note}"
     if source != "default":
@@ -342,6 +357,23 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
         bad = next(d for d in diffs if not d.ok)
         case.first_bad_layer = bad.name.split(".")[0] if "." in bad.name else None
         case.reason = f"{bad.name}: {bad.reason or f'{bad.worst_ratio:.3g}x the tolerance'}"
+
+
+def _loss_diffs(got: list, want: list, tol: T.Tolerance, first_step: int = 1) -> list:
+    return [compare.allclose(f"loss[step {first_step + i}]", g, w, tol)
+            for i, (g, w) in enumerate(zip(got, want))]
+
+
+def _later_loss_tolerance(tol: T.Tolerance, want: list, moves: list) -> tuple | None:
+    """(factor, the loss tolerance times factor) for steps 2.. when float32 rounding moves
+    the oracle's own losses there by more than half the tolerance (the probe's `loss_moves`,
+    the largest |probe loss - oracle loss| per step), else None."""
+    worst = max((m / (tol.atol + tol.rtol * abs(w)) for m, w in zip(moves[1:], want[1:])),
+                default=0.0)
+    factor = T.CONDITIONING_MARGIN * worst
+    if factor <= 1.0:
+        return None
+    return factor, T.Tolerance(rtol=tol.rtol * factor, atol=tol.atol * factor)
 
 
 def _branch_matched(p: Problem, engine: str, art, device, threads, oracle: dict, steps: int,
@@ -435,8 +467,9 @@ def probe(p: Problem, artifact: str, inputs: dict, oracle: dict, steps: int, tim
           where: str = "") -> dict:
     """The probe itself: the oracle's build rerun CONDITIONING_PROBES times on `inputs` as an
     idealised float32 engine, against `oracle` (its exact step on the same inputs).
-    {"S": the largest deviation in the rule's units, "where"} or {"error": why}."""
-    worst, at = 0.0, ""
+    {"S": the largest deviation in the rule's units, "where", "loss_moves": the largest
+    |probe loss - oracle loss| of each step} or {"error": why}."""
+    worst, at, loss_moves = 0.0, "", []
     for k in range(T.CONDITIONING_PROBES):
         res = isolation.run(ORACLE_ENGINE, "train",
                             {"artifact": artifact, "steps": steps,
@@ -448,7 +481,9 @@ def probe(p: Problem, artifact: str, inputs: dict, oracle: dict, steps: int, tim
         for d in _update_diffs(p, res.arrays, oracle, 1.0, steps):
             if d.worst_ratio > worst:
                 worst, at = d.worst_ratio, f"{d.name}, {where}probe {k + 1} of {T.CONDITIONING_PROBES}"
-    return {"S": worst, "where": at}
+        moved = [abs(float(g) - float(w)) for g, w in zip(res.result["losses"], oracle["losses"])]
+        loss_moves = [max(a, b) for a, b in zip(loss_moves, moved)] if loss_moves else moved
+    return {"S": worst, "where": at, "loss_moves": loss_moves}
 
 
 def _summarise(case: CaseResult, diffs: list[compare.Diff]) -> None:
