@@ -346,8 +346,18 @@ def negative_part_scaled(ctx, x, slope, name: str):
 
 @CONVERTERS.register("Clip")
 def clip(ctx, layer):
-    ctx.s[layer.tops[0]] = ctx.sym.clip(ctx.s[layer.bottoms[0]], a_min=float(layer.p.min),
-                                        a_max=float(layer.p.max), name=ctx.out_name(layer))
+    """MXNet's clip passes the gradient at x == min and x == max; the spec's Clip passes it
+    strictly between them only (as PyTorch's ReLU6 and every ReLU at 0), which matters where
+    a value sits exactly on a kink (a zero bias on zero inputs): where(min < x < max, x,
+    BlockGrad(clip(x))), the same values (tests/test_kinks.py)."""
+    sym, x, name, fresh = ctx.sym, ctx.s[layer.bottoms[0]], ctx.out_name(layer), ctx.fresh
+    lo, hi = float(layer.p.min), float(layer.p.max)
+    clipped = sym.BlockGrad(sym.clip(x, a_min=lo, a_max=hi, name=fresh(f"{name}_clip")),
+                            name=fresh(f"{name}_clip_value"))
+    inside = sym.elemwise_mul(sym._internal._greater_scalar(x, scalar=lo, name=fresh(f"{name}_above_min")),
+                              sym._internal._lesser_scalar(x, scalar=hi, name=fresh(f"{name}_below_max")),
+                              name=fresh(f"{name}_inside"))
+    ctx.s[layer.tops[0]] = sym.where(inside, x, clipped, name=name)
 
 
 @CONVERTERS.register("LeakyReLU")

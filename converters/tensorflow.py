@@ -479,7 +479,15 @@ def elementwise(ctx, layer):
     b = layer.bottoms[0]
     x, tag, name = ctx.t[b], ctx.tag[b], ctx.layer_name(layer)
     if layer.type == "Clip":
-        y = L.Identity(name=name)(ops.clip(x, float(p.min), float(p.max)))
+        # the spec's gradient is 1 strictly between min and max (tests/test_kinks.py):
+        # tf.nn.relu6 (Keras's ReLU at max 6) has exactly that, clip_by_value passes the
+        # gradient at x == min and x == max too
+        lo, hi = float(p.min), float(p.max)
+        if (lo, hi) == (0.0, 6.0):
+            y = L.ReLU(max_value=6.0, name=name)(x)
+        else:
+            inside = ops.logical_and(ops.greater(x, lo), ops.less(x, hi))
+            y = L.Identity(name=name)(ops.where(inside, x, ops.stop_gradient(ops.clip(x, lo, hi))))
     elif layer.type == "LeakyReLU":
         y = L.LeakyReLU(negative_slope=float(p.negative_slope), name=name)(x)
     elif layer.type == "ELU":
