@@ -50,9 +50,13 @@ def read_manifest(artifact: Path) -> dict:
 _digests: dict[Path, tuple[tuple, str]] = {}
 
 
-def _file_digest(path: Path) -> str:
+def _stat_identity(path: Path) -> tuple:
     st = os.stat(path)
-    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _file_digest(path: Path) -> str:
+    ident = _stat_identity(path)
     known = _digests.get(path)
     if known is not None and known[0] == ident:
         return known[1]
@@ -60,9 +64,10 @@ def _file_digest(path: Path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    if os.stat(path).st_ctime_ns == st.st_ctime_ns:   # unchanged while it was read
-        _digests[path] = (ident, h.hexdigest())
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if _stat_identity(path) == ident:     # neither rewritten nor replaced while it was read
+        _digests[path] = (ident, digest)
+    return digest
 
 
 class Runner:
