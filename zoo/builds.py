@@ -104,8 +104,7 @@ def build(net_or_name, engine: str, out: str | Path | None = None, seed: int = 0
     if (why := eng.missing()) is not None:
         raise EngineUnavailable(f"engine {engine}: {why}")
     options = options or {}
-    weights = W.for_net(net, seed)
-    wsha = W.digest(weights)
+    weights, wsha = W.for_net_with_digest(net, seed)
     key = build_key(net, wsha, eng, options)
     in_cache = out is None
     target = cache.root() / engine / f"{net.name}-{key[:16]}" if in_cache else _user_target(Path(out))

@@ -21,6 +21,7 @@ import hashlib
 import math
 import os
 import tempfile
+import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -41,10 +42,47 @@ def make(net, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def for_net(net, seed: int = 0) -> dict[str, np.ndarray]:
-    """The spec's own weights file when it names one, else seeded weights."""
-    if net.weights_file is not None:
-        return load(net.weights_file, net)
-    return make(net, seed)
+    """The spec's own weights file when it names one, else seeded weights. Read-only arrays,
+    remembered for the last few networks (see `_remembered`)."""
+    return _remembered(net, seed)[0]
+
+
+def for_net_with_digest(net, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
+    """`for_net` and the weights' `digest`, both computed once per network."""
+    return _remembered(net, seed)
+
+
+# A whole-zoo verify asks for a network's weights once per engine's build and once for the
+# reference: made (or read) and hashed each time, that was 8 times per network. The last
+# few are kept, as read-only arrays (a caller that wrote into them would change every later
+# caller's weights: it gets a ValueError instead), keyed by what determines them: the spec's
+# canonical bytes and the seed, or the weights file's path and stat identity.
+_MEMO_NETWORKS = 3
+_memo: dict[tuple, tuple[dict[str, np.ndarray], str]] = {}
+_memo_lock = threading.Lock()
+
+
+def _remembered(net, seed: int) -> tuple[dict[str, np.ndarray], str]:
+    wf = net.weights_file
+    key = (net.sha256, seed) if wf is None else (net.sha256, *_identity(wf))
+    with _memo_lock:            # one maker per network; the walk's threads ask at once
+        if (hit := _memo.pop(key, None)) is None:
+            weights = load(wf, net) if wf is not None else make(net, seed)
+            for a in weights.values():
+                a.setflags(write=False)
+            hit = (weights, digest(weights))
+            if wf is not None and _identity(wf) != key[1:]:
+                return dict(hit[0]), hit[1]  # replaced while read: used once, never kept
+        _memo[key] = hit                     # most recently used last
+        while len(_memo) > _MEMO_NETWORKS:
+            _memo.pop(next(iter(_memo)))
+        return dict(hit[0]), hit[1]
+
+
+def _identity(path) -> tuple:
+    """What tells a weights file's content apart without reading it."""
+    st = os.stat(path)
+    return (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def save(weights: dict[str, np.ndarray], path: str | Path) -> None:
