@@ -13,7 +13,10 @@ wall time of each, their ratio and a case-by-case check that the statuses are id
 
 Every build the two runs need (each engine's, and the float64 oracle's) is made, or found in
 the cache, before either is timed, so neither pays for a build the other reuses (on a
-machine where others rebuild too, give it a cache of its own: ZOO_CACHE=DIR). Printed: each
+machine where others rebuild too, give it a cache of its own: ZOO_CACHE=DIR), and the
+cache's bound is raised for the run to CACHE_LIMIT unless ZOO_CACHE_LIMIT says otherwise (the
+whole zoo's builds do not fit the default bound: each path would evict and rebuild them; the
+run stops if what was built does not fit). Printed: each
 path's wall time, the ratio, every case whose status differs, and the old path's failures
 and errors with their reasons. Exit status: 0 when the statuses are identical, 1 otherwise.
 """
@@ -27,9 +30,12 @@ import os
 import sys
 import time
 
-from zoo import builds, cases, engines, isolation, verifier
+from zoo import builds, cache, cases, engines, isolation, verifier
 from zoo import net as N
 from zoo.errors import ZooError
+
+
+CACHE_LIMIT = "64G"
 
 
 def prebuild(names: list[str], engine_names: list[str] | None, modes: list[str]) -> None:
@@ -97,7 +103,20 @@ def main(argv: list[str]) -> int:
     print(f"verify --mode {args.mode} of {len(names)} networks x "
           f"{len(engine_names) if engine_names else len(engines.ENGINES)} engines; new path: "
           f"{jobs} jobs x {per_child} threads on {isolation.usable_cores()} cores", flush=True)
+    # The build cache's bound (ZOO_CACHE_LIMIT, default 4G) is smaller than the whole zoo's
+    # builds: under it each path would evict and rebuild them as it goes, and time builds.
+    if "ZOO_CACHE_LIMIT" not in os.environ:
+        os.environ["ZOO_CACHE_LIMIT"] = CACHE_LIMIT
+        print(f"the build cache's bound is {CACHE_LIMIT} for this run (ZOO_CACHE_LIMIT), so "
+              "that every build made beforehand stays cached", flush=True)
     prebuild(names, engine_names, modes)
+    held = cache.usage()
+    print(f"builds made or found: the cache holds {held / 2**30:.1f} GiB "
+          f"(bound {cache.limit_bytes() / 2**30:.1f} GiB)", flush=True)
+    if held > cache.limit_bytes():
+        print("verify_speed: the builds do not fit the cache's bound: both paths would rebuild "
+              "(raise ZOO_CACHE_LIMIT)", file=sys.stderr)
+        return 2
 
     old_s, old = timed_verify(names, engine_names, args.mode, args.batch, 1, one_shot=True)
     print(f"old path (a fresh child per job, one case at a time): {old_s:8.1f} s", flush=True)
