@@ -59,7 +59,7 @@ def test_the_limit_is_settable_and_checked(monkeypatch):
     assert cache.parse_size("4G") == 4 * 2**30 and cache.parse_size("500M") == 500 * 2**20
     assert cache.parse_size("1.5k") == 1536 and cache.parse_size("123") == 123
     monkeypatch.delenv("ZOO_CACHE_LIMIT")
-    assert cache.limit_bytes() == 4 * 2**30
+    assert cache.limit_bytes() == 16 * 2**30
     monkeypatch.setenv("ZOO_CACHE_LIMIT", "lots")
     with pytest.raises(UsageError, match="ZOO_CACHE_LIMIT") as e:
         cache.limit_bytes()
