@@ -42,6 +42,7 @@ import argparse
 import json
 import re
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -205,13 +206,18 @@ def with_loss(onnx_path: Path, out: Path, batch: int, lr: float | None) -> str:
     path = Path(zoo.import_model(onnx_path, out, batch=batch, force=True, loss="softmax"))
     if lr is None:
         return str(path)
+    # a copy in a folder of its own: `zoo import --force` replaces only what it wrote, unchanged
     text = path.read_text()
     header = "".join(ln for ln in text.splitlines(keepends=True) if ln.startswith("#"))
     msg, _ = S.read(path)
     msg.train.lr = lr
-    path.write_text(f"{header}# train.lr {lr:g}: set by benchmarks/import_models.py (--train-lr)\n"
-                    + S.to_prototxt(msg))
-    return str(path)
+    folder = out.parent / f"{out.name}-lr{lr:g}"
+    folder.mkdir(exist_ok=True)
+    if msg.weights:
+        shutil.copyfile(out / msg.weights, folder / msg.weights)
+    (folder / path.name).write_text(f"{header}# train.lr {lr:g}: set by "
+                                    "benchmarks/import_models.py (--train-lr)\n" + S.to_prototxt(msg))
+    return str(folder / path.name)
 
 
 def verify(spec: str, params: int, train_spec) -> dict:
