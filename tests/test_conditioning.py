@@ -117,6 +117,19 @@ def test_later_loss_tolerance_widens_only_past_the_probe_margin():
     assert (wide.rtol, wide.atol) == pytest.approx((tol.rtol * factor, tol.atol * factor))
 
 
+def _step2_loss_off(monkeypatch, art, factor: float):
+    """The engine of build `art` reports its step-2 loss times `factor`; returns the undo."""
+    real_run = V.isolation.run
+
+    def engine_run(engine, action, job, *a, **k):
+        res = real_run(engine, action, job, *a, **k)
+        if action == "train" and job["artifact"] == str(art.path) and res.ok:
+            res.result["losses"][1] *= factor
+        return res
+    monkeypatch.setattr(V.isolation, "run", engine_run)
+    return lambda: monkeypatch.setattr(V.isolation, "run", real_run)
+
+
 def test_a_wrong_second_step_loss_fails_on_a_well_conditioned_network(monkeypatch):
     """The probe widens a later loss's tolerance only as far as float32 rounding moves the
     oracle's own: on TwoLayer (two steps, well conditioned) a 1% error in step 2's loss
@@ -124,14 +137,7 @@ def test_a_wrong_second_step_loss_fails_on_a_well_conditioned_network(monkeypatc
     require_engine("torch")
     p = V._prepare("twolayer", V.DEFAULT_BATCH, 0)
     art = build(p.net, "torch")
-    real_run = V.isolation.run
-
-    def engine_run(engine, action, job, *a, **k):
-        res = real_run(engine, action, job, *a, **k)
-        if action == "train" and job["artifact"] == str(art.path) and res.ok:
-            res.result["losses"][1] *= 1.01
-        return res
-    monkeypatch.setattr(V.isolation, "run", engine_run)
+    _step2_loss_off(monkeypatch, art, 1.01)
     with p:
         case = V.CaseResult(p.net.name, "torch", "train", "error")
         V._train_case(p, "torch", art, "cpu", None, T.FORWARD, 900, 0, case)
@@ -151,14 +157,7 @@ def test_a_later_loss_is_judged_at_the_engines_own_weights_when_the_oracles_path
     for engine_error in (1.0, 1.02):
         p = V._prepare("twolayer", V.DEFAULT_BATCH, 0)
         art = build(p.net, "torch")
-        real_run = V.isolation.run
-
-        def engine_run(engine, action, job, *a, **k):
-            res = real_run(engine, action, job, *a, **k)
-            if action == "train" and job["artifact"] == str(art.path) and res.ok:
-                res.result["losses"][1] *= engine_error
-            return res
-        monkeypatch.setattr(V.isolation, "run", engine_run)
+        undo = _step2_loss_off(monkeypatch, art, engine_error)
         with p:
             oracle = V._oracle(p, 0, 900)
             oracle["losses"][1] *= 1.01                   # the oracle's path parted from the engine's
@@ -170,4 +169,4 @@ def test_a_later_loss_is_judged_at_the_engines_own_weights_when_the_oracles_path
             assert "engine's own weights" in case.tolerance_source, case
         else:
             assert case.status == "fail" and case.reason.startswith("loss[step 2]"), case
-        monkeypatch.setattr(V.isolation, "run", real_run)
+        undo()
