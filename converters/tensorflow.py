@@ -479,22 +479,14 @@ def elementwise(ctx, layer):
     b = layer.bottoms[0]
     x, tag, name = ctx.t[b], ctx.tag[b], ctx.layer_name(layer)
     if layer.type == "Clip":
-        # the spec's gradient is 1 strictly between min and max (tests/test_kinks.py):
-        # tf.nn.relu6 (Keras's ReLU at max 6) has exactly that, clip_by_value passes the
-        # gradient at x == min and x == max too
-        lo, hi = float(p.min), float(p.max)
-        if (lo, hi) == (0.0, 6.0):
-            y = L.ReLU(max_value=6.0, name=name)(x)
-        else:
-            inside = ops.logical_and(ops.greater(x, lo), ops.less(x, hi))
-            y = L.Identity(name=name)(ops.where(inside, x, ops.stop_gradient(ops.clip(x, lo, hi))))
+        y = _clip(ctx, x, float(p.min), float(p.max), name)
     elif layer.type == "LeakyReLU":
         y = L.LeakyReLU(negative_slope=float(p.negative_slope), name=name)(x)
     elif layer.type == "ELU":
         y = L.ELU(alpha=float(p.alpha), name=name)(x)
-    elif layer.type == "HardSigmoid":   # max(0, min(1, alpha x + beta))
+    elif layer.type == "HardSigmoid":   # Clip(alpha x + beta, 0, 1), with Clip's gradient
         y = L.Rescaling(float(p.alpha), float(p.beta), name=ctx.fresh(f"{layer.name}_affine"))(x)
-        y = L.ReLU(max_value=1.0, name=name)(y)
+        y = _clip(ctx, y, 0.0, 1.0, name)
     elif layer.type == "HardSwish":
         y = L.Activation("hard_silu", name=name)(x)
     elif layer.type == "SiLU":
@@ -502,6 +494,17 @@ def elementwise(ctx, layer):
     else:
         y = L.Identity(name=name)(gelu(ctx, x, p.approximate == spec_pb2.GELUParam.TANH))
     same_layout(ctx, layer, y, tag, name)
+
+
+def _clip(ctx, x, lo: float, hi: float, name: str):
+    """min(max(x, lo), hi) with the spec's gradient, 1 strictly between lo and hi and 0 at
+    the kinks (tests/test_kinks.py): tf.nn.relu6 (Keras's ReLU at max 6) has exactly that;
+    clip_by_value passes the gradient at x == lo and x == hi, and ReLU(max_value=1) at 1."""
+    L, ops = ctx.keras.layers, ctx.keras.ops
+    if (lo, hi) == (0.0, 6.0):
+        return L.ReLU(max_value=6.0, name=name)(x)
+    inside = ops.logical_and(ops.greater(x, lo), ops.less(x, hi))
+    return L.Identity(name=name)(ops.where(inside, x, ops.stop_gradient(ops.clip(x, lo, hi))))
 
 
 def gelu(ctx, x, tanh: bool):

@@ -380,10 +380,11 @@ def elu(ctx, layer):
 def hard_sigmoid(ctx, layer):
     # Always the spec's own constants: nn.Hardsigmoid computes x/6 with the exact 1/6, which
     # the spec's float alpha (0.16666667) is not; a float64 build (the training oracle) would
-    # then differ from the reference by ~5e-9 of the output
+    # then differ from the reference by ~5e-9 of the output. F.hardtanh rather than clamp:
+    # the spec's gradient is 0 at both kinks, clamp's passes there (tests/test_kinks.py)
     alpha, beta = float(layer.p.alpha), float(layer.p.beta)
     x = ctx.v(layer.bottoms[0])
-    ctx.fwd.append(f"{ctx.out(layer)} = ({num(alpha)} * {x} + {num(beta)}).clamp(0.0, 1.0)   # hard sigmoid")
+    ctx.fwd.append(f"{ctx.out(layer)} = F.hardtanh({num(alpha)} * {x} + {num(beta)}, 0.0, 1.0)   # hard sigmoid")
 
 
 @CONVERTERS.register("HardSwish", "SiLU")
