@@ -1,7 +1,7 @@
 """The gradient of a Clip at its kinks is 0 (zoo.proto ClipParam: 1 strictly between min and
 max, as PyTorch's ReLU6/Hardtanh and every engine's ReLU at 0; HardSigmoid, a Clip of
-alpha x + beta to [0, 1], likewise). TensorFlow's clip_by_value
-and MXNet's clip pass the gradient at x == min and x == max, so a value exactly at a kink
+alpha x + beta to [0, 1], likewise). TensorFlow's clip_by_value and MXNet's clip pass the
+gradient at x == min and x == max, so a value exactly at a kink
 (an exact zero from a zero bias on zero inputs, common in imported networks with BatchNorm
 folded from its initial statistics) trained differently there. The network here puts one
 sample's outputs exactly on both kinks, through a bias that starts at exactly 0."""
