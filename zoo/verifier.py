@@ -354,7 +354,7 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
         own = _own_point_losses(p, engine, art, device, threads, res.result["losses"], tol,
                                 steps, timeout)
         if isinstance(own, str):
-            later_note = f"{later_note}; {own}" if later_note else own
+            later_note = _joined(later_note, own)
         elif all(d.ok for d in own):
             diffs, later_note = diffs[:1] + own, ("later steps' losses judged at the engine's own "
                                                   "weights after the step before, against the "
@@ -362,9 +362,9 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
         else:
             bad = next(d for d in own if not d.ok)
             note = f"at the engine's own weights: {bad.name} at {bad.worst_ratio:.3g}x step 1's tolerance"
-            later_note = f"{later_note}; {note}" if later_note else note
+            later_note = _joined(later_note, note)
     if later_note:
-        source = f"{'' if source == 'default' else source + '; '}{later_note}"
+        source = _joined("" if source == "default" else source, later_note)
     if branch_note:
         source = f"{source}; {branch_note}"
     if source != "default":
@@ -377,6 +377,11 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
         bad = next(d for d in diffs if not d.ok)
         case.first_bad_layer = bad.name.split(".")[0] if "." in bad.name else None
         case.reason = f"{bad.name}: {bad.reason or f'{bad.worst_ratio:.3g}x the tolerance'}"
+
+
+def _joined(*notes: str) -> str:
+    """The non-empty notes, joined as a result's tolerance source joins them."""
+    return "; ".join(n for n in notes if n)
 
 
 def _own_point_losses(p: Problem, engine: str, art, device, threads, got: list, tol: T.Tolerance,
