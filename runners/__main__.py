@@ -11,8 +11,8 @@ Serve mode (zoo.isolation.Worker): the parent writes one job folder per line on 
 JSON string; the child runs it exactly as the one-shot mode does and answers on file
 descriptor FD with one line, the job's exit status (0: result.json written, 1: error.json
 written). The engine is imported once, by the first job. EOF on stdin ends the child.
-Loaded runners are kept for forward jobs (see `_runner`); a train or bench job always loads
-the build afresh, since both change the runner's model.
+Loaded runners are kept between jobs on the same build (see `_runner`): rewound to the build's
+state after a training job, never for a bench job, which always loads the build afresh.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from zoo.memory import keep_freed_memory  # noqa: E402
 
 keep_freed_memory()  # before any engine allocates (zoo/memory.py says why)
 
+import contextlib  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
@@ -113,12 +114,16 @@ def do_build(job: dict, work: Path):
 
 
 # --- loaded runners ------------------------------------------------------------------------
-# A forward job leaves its runner as it found it (eval mode, the build's weights), so a
-# serving child keeps the last few and the next forward on the same build skips the load and
-# the manifest hashing. train_step and bench's iterations update the model in place (torch,
-# tensorflow) and switch it to training mode (torch: dropout), so those jobs always get a
-# fresh runner from the build's files and never enter this cache.
-KEEP_RUNNERS = 2       # a network's plain and expose-every-blob forward, or engine + oracle
+# A serving child keeps the last few runners it loaded, by build and settings, so the next
+# job on the same build skips the load (TensorFlow's load_model of a big network takes
+# seconds) and the manifest hashing. A forward job leaves its runner as it found it (eval mode,
+# the build's weights). A training job (train, train_forward) changes it: its weights,
+# optimizer-free state such as BatchNorm's statistics, torch's training mode; so a runner is
+# kept for training only when its engine can rewind it (`Runner.save_build_state`, `rewind`),
+# and every job that finds a trained runner rewinds it first: it starts exactly where a
+# freshly loaded one would (tests/test_workers.py). A bench job always loads the build afresh
+# and is never kept: its timing must not depend on what ran before it.
+KEEP_RUNNERS = 2       # a network's engine build and its float64 oracle (one torch child)
 _runners: OrderedDict = OrderedDict()
 
 
@@ -141,22 +146,37 @@ def _build_identity(artifact: Path) -> tuple | None:
     return (d.st_dev, d.st_ino, m.st_ino, m.st_mtime_ns, m.st_size)
 
 
-def _runner(job: dict, reuse: bool = False):
-    """(the job's runner, loaded; "loaded" or "kept"): with reuse, a kept one for the same
-    build and settings when there is one."""
-    ident = _build_identity(Path(job["artifact"])) if reuse else None
+def _runner_key(job: dict) -> tuple | None:
+    ident = _build_identity(Path(job["artifact"]))
     if ident is None:
-        return _load_runner(job), "loaded"
-    key = (job["engine"], str(Path(job["artifact"]).resolve()), ident, job["device"],
-           job.get("threads"), json.dumps(job.get("options") or {}, sort_keys=True))
-    if key in _runners:
-        _runners.move_to_end(key)
-        return _runners[key], "kept"
-    runner = _load_runner(job)
+        return None
+    return (job["engine"], str(Path(job["artifact"]).resolve()), ident, job["device"],
+            job.get("threads"), json.dumps(job.get("options") or {}, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _runner(job: dict, trains: bool = False):
+    """The job's runner, loaded or kept, as (runner, "loaded" | "kept"). It is out of the kept
+    set while the job runs, and goes back only when the job succeeds (a job that raised may
+    have left it anywhere) and, when the job trains, only if the engine can rewind it."""
+    key = _runner_key(job)
+    runner = _runners.pop(key, None) if key is not None else None
+    if runner is not None:
+        if runner.trained:
+            runner.rewind()
+        how = "kept"
+    else:
+        runner, how = _load_runner(job), "loaded"
+    keep = key is not None
+    if trains and not runner.trained:
+        keep = keep and runner.save_build_state()
+    yield runner, how
+    if not keep:
+        return
+    runner.trained = runner.trained or trains
     _runners[key] = runner
     while len(_runners) > KEEP_RUNNERS:
         _runners.popitem(last=False)
-    return runner, "loaded"
 
 
 def _inputs(work: Path) -> dict[str, np.ndarray]:
@@ -168,27 +188,28 @@ def _inputs(work: Path) -> dict[str, np.ndarray]:
 
 
 def do_forward(job: dict, work: Path):
-    runner, how = _runner(job, reuse=True)
-    outs = runner.forward(_inputs(work), job.get("expose"))
-    return {"blobs": sorted(outs), "runner": how, **runner.info()}, outs
+    with _runner(job) as (runner, how):
+        outs = runner.forward(_inputs(work), job.get("expose"))
+        return {"blobs": sorted(outs), "runner": how, **runner.info()}, outs
 
 
 def do_train(job: dict, work: Path):
-    runner, _ = _runner(job)
-    losses, weights = runner.train_step(_inputs(work), int(job.get("steps", 1)))
-    return {"losses": [float(x) for x in losses], **runner.info()}, weights
+    with _runner(job, trains=True) as (runner, how):
+        losses, weights = runner.train_step(_inputs(work), int(job.get("steps", 1)))
+        return {"losses": [float(x) for x in losses], "runner": how, **runner.info()}, weights
 
 
 def do_train_forward(job: dict, work: Path):
     """The forward pass of training step `after_steps` + 1: after that many steps (the branches
     of a later step, zoo/branches.py), whose updated weights come back beside the blobs."""
     from zoo import branches
-    runner, _ = _runner(job)       # a fresh one: training mode updates BatchNorm's statistics
-    inputs, steps = _inputs(work), int(job.get("after_steps", 0))
-    weights = runner.train_step(inputs, steps)[1] if steps else {}
-    outs = runner.train_forward(inputs, job["expose"])
-    return ({"blobs": sorted(outs), "after_steps": steps, **runner.info()},
-            branches.with_weights(outs, weights))
+    # trains: training mode updates BatchNorm's statistics
+    with _runner(job, trains=True) as (runner, how):
+        inputs, steps = _inputs(work), int(job.get("after_steps", 0))
+        weights = runner.train_step(inputs, steps)[1] if steps else {}
+        outs = runner.train_forward(inputs, job["expose"])
+        return ({"blobs": sorted(outs), "after_steps": steps, "runner": how, **runner.info()},
+                branches.with_weights(outs, weights))
 
 
 def split_check(arrays: dict) -> tuple[dict, dict]:
@@ -225,7 +246,7 @@ def _perturb_optimized(runner, kind: str) -> None:
 
 
 def do_bench(job: dict, work: Path):
-    runner, _ = _runner(job)
+    runner = _load_runner(job)
     _perturb_optimized(runner, _fault_for(job))
     inputs, check = split_check(_inputs(work))
     check["rows"] = job.get("check_rows", 0)

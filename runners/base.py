@@ -83,6 +83,7 @@ class Runner:
         self.threads = threads
         self.options = options or {}
         self._trained = None     # an engine's trained model object, where train_forward needs it
+        self.trained = False     # a training job changed it since load() or rewind()
         # the declared gaps hold wherever the runner is used, before the engine is imported
         self.declaration.refuse(self.net)
 
@@ -104,6 +105,23 @@ class Runner:
     def cuda_missing(self) -> str | None:
         """The engine's probe, after its import: why it cannot reach a CUDA device, or None."""
         return f"zoo has no GPU path for {self.engine}"
+
+    # --- a runner kept by a serving child for the next job (runners/__main__.py) ----------
+    def save_build_state(self) -> bool:
+        """Remember everything training changes (weights, BatchNorm's statistics, a layer's
+        mode), as load() left it, so that `rewind` can put it back. True when this engine
+        can; False (the default) when a runner that trained must be loaded again."""
+        return False
+
+    def rewind(self) -> None:
+        """Back to the state `save_build_state` saw: the next job starts exactly where it
+        would on a freshly loaded runner."""
+        self._rewind()
+        self._trained = None
+        self.trained = False
+
+    def _rewind(self) -> None:
+        raise NotImplementedError(f"{self.engine} cannot rewind a trained runner")
 
     # --- what each engine implements -----------------------------------------------------
     def load(self) -> None:

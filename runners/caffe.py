@@ -50,6 +50,14 @@ class Runner(CaffeBase):
         self.net_ = caffe.Net(str(self.dir / "deploy.prototxt"), str(self.dir / "weights.caffemodel"),
                               caffe.TEST)
 
+    def save_build_state(self) -> bool:
+        """Training never changes the TEST net: each train_step makes a solver from the
+        build's files, kept only as `_trained`, which `rewind` drops."""
+        return True
+
+    def _rewind(self) -> None:
+        pass
+
     def _feed(self, net, inputs, names):
         for name in names:
             a = self._to_caffe(name, inputs[name])

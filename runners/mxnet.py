@@ -98,6 +98,14 @@ class Runner(BaseRunner):
         self.block = self._block(f"{self.meta['prefix']}-symbol.json", self.meta["inputs"],
                                  dropout=True)
 
+    def save_build_state(self) -> bool:
+        """Training never changes this runner's own blocks: each train_step loads a training
+        block from the build's files, kept only as `_trained`, which `rewind` drops."""
+        return True
+
+    def _rewind(self) -> None:
+        pass
+
     def cuda_missing(self):
         if self.mx.context.num_gpus() == 0:
             return "this MXNet build has no CUDA support (the PyPI mxnet 1.9.1 wheel is CPU-only)"

@@ -47,13 +47,42 @@ class Runner(BaseRunner):
             tf.config.experimental.enable_tensor_float_32_execution(False)
         self.tf_device = "/CPU:0" if index is None else f"/GPU:{index}"
         self.meta = self.manifest["meta"]
-        with tf.device(self.tf_device):
-            self.model = keras.saving.load_model(str(self.dir / "model.keras"), safe_mode=True)
+        self._model = None           # model.keras, loaded at first use (`model`)
         self.heads = self.meta["heads"]
         self.dtype = self.meta.get("dtype", "float32")
         self.train_model = None      # train.keras, loaded by the first training step
+        self._train_state = None     # its state as loaded, when it is to be rewound
+        self._rewindable = False
         self.xla = bool(self.options.get("xla")) or self.optimize
         self._infer_fn = None        # the tf.function that forward (optimize) and bench share
+
+    @property
+    def model(self):
+        """The build's model.keras, loaded when first used: a training job needs only
+        train.keras (and this one for a weight off the loss's path), and a load takes seconds."""
+        if self._model is None:
+            with self.tf.device(self.tf_device):
+                self._model = self.keras.saving.load_model(str(self.dir / "model.keras"),
+                                                           safe_mode=True)
+        return self._model
+
+    def save_build_state(self) -> bool:
+        """Training changes only train.keras (its weights, BatchNorm's statistics, Dropout's
+        rate and seed): its variables and rates are read when it is loaded, after this call."""
+        if self.train_model is not None and self._train_state is None:
+            return False       # loaded, and maybe trained, before: nothing to rewind to
+        self._rewindable = True
+        return True
+
+    def _rewind(self) -> None:
+        if self.train_model is None:
+            return
+        values, rates = self._train_state
+        for v, a in zip(self.train_model.variables, values):
+            v.assign(a)
+        for layer in self.train_model.layers:
+            if layer.name in rates:
+                layer.rate = rates[layer.name]
 
     def cuda_missing(self):
         if not self.tf.config.list_physical_devices("GPU"):
@@ -117,6 +146,10 @@ class Runner(BaseRunner):
             with self.tf.device(self.tf_device):
                 self.train_model = self.keras.saving.load_model(str(self.dir / TRAIN_MODEL_FILE),
                                                                 safe_mode=True)
+            if self._rewindable:
+                self._train_state = ([v.numpy() for v in self.train_model.variables],
+                                     {layer.name: layer.rate for layer in self.train_model.layers
+                                      if isinstance(layer, self.keras.layers.Dropout)})
         return self.train_model
 
     def _optimizer(self):

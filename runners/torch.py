@@ -55,10 +55,27 @@ class Runner(BaseRunner):
         self.dtype = torch.float64 if meta.get("dtype") == "float64" else torch.float32
         self.model.to(device=self.dev, dtype=self.dtype).eval()
         self._compiled: dict = {}          # "forward" / "loss" -> torch.compile'd callable
+        self._forcing: list = []           # the branch-matched oracle's hooks (_force_branches)
+        self._build_state: dict | None = None
         if self.options.get("round_float32"):
             if self.dtype != torch.float64:
                 raise ValueError("round_float32 is a probe of the float64 oracle")
             _round_layer_outputs(torch, self.model)
+
+    def save_build_state(self) -> bool:
+        """Every parameter and buffer (BatchNorm's statistics and batch count) as loaded."""
+        if self._build_state is None:
+            self._build_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return True
+
+    def _rewind(self) -> None:
+        for handle in self._forcing:
+            handle.remove()
+        self._forcing = []
+        self.model.load_state_dict(self._build_state)     # copied into the same tensors
+        for p in self.model.parameters():
+            p.grad = None
+        self.model.eval()
 
     def cuda_missing(self):
         torch = self.torch
@@ -167,7 +184,7 @@ class Runner(BaseRunner):
                     cl = torch.channels_last
                     linear, fill = linear.contiguous(memory_format=cl), fill.contiguous(memory_format=cl)
                 return torch.where(linear, x, fill)
-            modules[self.meta["modules"][name]].register_forward_hook(hook)
+            self._forcing.append(modules[self.meta["modules"][name]].register_forward_hook(hook))
 
     def _optimizer(self):
         t = self.net.train
