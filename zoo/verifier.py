@@ -103,8 +103,10 @@ class Problem(contextlib.AbstractContextManager):
     train_reference: object = None      # branches.TrainReference, when a case needs it
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     # cases.walk runs the engines' cases side by side: what is computed once per network (the
-    # oracle, the conditioning probe, the bounds, the update scales) is computed under this
+    # oracle, the conditioning probe, the update scales) is computed under this; the forward
+    # bounds under a lock of their own, so a forward case never waits for the oracle's training
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    bound_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     dtype: str = "float32"              # what the engines compute in (exact mode: float64)
 
     def __exit__(self, *exc) -> None:
@@ -154,7 +156,7 @@ def _judge(p: Problem, tol: T.Tolerance | None) -> Callable[[str, np.ndarray], c
     every blob) or elementwise atol + rtol |ref| (a user's --atol/--rtol, an exception)."""
     if tol is not None:
         return lambda blob, got: compare.allclose(blob, got, p.ref[blob], tol)
-    with p.lock:
+    with p.bound_lock:
         if p.bound is None:                      # once per network: every engine uses it
             p.bound = reference.bounds(p.netb, p.weights, p.ref, dtype=p.dtype)
     flush = T.flush(p.dtype)
