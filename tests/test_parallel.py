@@ -216,33 +216,3 @@ def test_a_failing_case_stops_the_walk_and_ends_every_child(tmp, monkeypatch):
     assert time.monotonic() - t0 < 60               # the hanging torch job did not hold it up
     assert sorted((c.network, c.engine) for c in started) == [("linreg", "onnx"), ("linreg", "torch")]
     watch.assert_nothing_left(tmp)
-
-
-def test_a_value_started_ahead_is_computed_once_and_its_error_reaches_every_caller():
-    """verifier.Once: what a network's cases share (the forward bounds) is started in a
-    thread as the network is prepared; the cases wait for it and never compute it again."""
-    calls, gate = [], threading.Event()
-
-    def slow():
-        calls.append(1)
-        gate.wait(10)
-        return {"blob": 1.0}
-    once = verifier.Once(slow)
-    once.start()
-    waiting = [threading.Thread(target=once.get) for _ in range(3)]
-    for t in waiting:
-        t.start()
-    gate.set()
-    for t in waiting:
-        t.join(10)
-    assert once.get() == {"blob": 1.0} and calls == [1]
-
-    def broken():
-        calls.append(2)
-        raise ValueError("no bounds")
-    failing = verifier.Once(broken)
-    failing.start()
-    for _ in range(2):
-        with pytest.raises(ValueError, match="no bounds"):
-            failing.get()
-    assert calls == [1, 2]

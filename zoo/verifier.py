@@ -98,51 +98,19 @@ class Problem(contextlib.AbstractContextManager):
     inputs: dict
     ref: dict
     oracle: dict | None = None          # {"losses", "weights", "artifact"} or {"error": str}
+    bound: dict | None = None           # blob -> allowed error (zoo/magnitude.py), when needed
     conditioning: dict | None = None    # {"S": float, "where": str} or {"error": str}
     train_reference: object = None      # branches.TrainReference, when a case needs it
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     # cases.walk runs the engines' cases side by side: what is computed once per network (the
-    # oracle, the conditioning probe, the update scales) is computed under this
+    # oracle, the conditioning probe, the update scales) is computed under this; the forward
+    # bounds under a lock of their own, so a forward case never waits for the oracle's training
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    bound_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     dtype: str = "float32"              # what the engines compute in (exact mode: float64)
-
-    def __post_init__(self) -> None:
-        # blob -> allowed error (zoo/magnitude.py): the engines' forward judge, and the float64
-        # oracle's check; each is made once, and `verify` starts them as soon as the network is
-        # prepared (ViT-B/16's take 9 s each, time the cases otherwise waited)
-        self.bound = Once(lambda: reference.bounds(self.netb, self.weights, self.ref, dtype=self.dtype))
-        self.oracle_bound = self.bound if self.dtype == "float64" else \
-            Once(lambda: reference.bounds(self.netb, self.weights, self.ref, dtype="float64"))
 
     def __exit__(self, *exc) -> None:
         self.resources.close()
-
-
-class Once:
-    """A value computed once: by the first caller of `get`, or ahead of time in a thread of
-    its own (`start`), which `get` then waits for. An exception is raised to every caller."""
-
-    def __init__(self, compute: Callable[[], object]):
-        self._compute, self._lock = compute, threading.Lock()
-        self._done, self._value, self._error = False, None, None
-
-    def start(self) -> None:
-        threading.Thread(target=self._run, name="zoo-once", daemon=True).start()
-
-    def _run(self) -> None:
-        with self._lock:
-            if not self._done:
-                try:
-                    self._value = self._compute()
-                except BaseException as e:  # noqa: BLE001 - raised again by get()
-                    self._error = e
-                self._done = True
-
-    def get(self):
-        self._run()
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def _prepare(name, batch: int, seed: int, dtype: str = "float32") -> Problem:
@@ -188,8 +156,11 @@ def _judge(p: Problem, tol: T.Tolerance | None) -> Callable[[str, np.ndarray], c
     every blob) or elementwise atol + rtol |ref| (a user's --atol/--rtol, an exception)."""
     if tol is not None:
         return lambda blob, got: compare.allclose(blob, got, p.ref[blob], tol)
-    bound, flush = p.bound.get(), T.flush(p.dtype)
-    return lambda blob, got: compare.within_bound(blob, got, p.ref[blob], bound[blob], flush)
+    with p.bound_lock:
+        if p.bound is None:                      # once per network: every engine uses it
+            p.bound = reference.bounds(p.netb, p.weights, p.ref, dtype=p.dtype)
+    flush = T.flush(p.dtype)
+    return lambda blob, got: compare.within_bound(blob, got, p.ref[blob], p.bound[blob], flush)
 
 
 def _blob_diffs(p: Problem, arrays: dict, judge) -> list[tuple[object, compare.Diff]]:
@@ -285,7 +256,7 @@ def _oracle_unlocked(p: Problem, seed: int, timeout: float) -> dict:
         return p.oracle
     # the float64 forward judge (k u S with u = 2^-53): an elementwise rtol fails where a
     # dot product of large terms cancels to ~0 (a random-init Inception's 1x7 convolutions)
-    bound64 = p.oracle_bound.get()
+    bound64 = reference.bounds(p.netb, p.weights, p.ref, dtype="float64")
     for layer in p.netb.deploy_layers:
         for t in layer.tops:
             if not layer.kind.is_input:
@@ -638,16 +609,7 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
         return result
 
     modes = ["forward", "train"] if mode == "both" else [mode]
-
-    def prepare(net) -> Problem:
-        p = _prepare(net, batch, seed, dtype)
-        if "forward" in modes and atol is None and rtol is None:
-            p.bound.start()        # while the engines' first jobs run
-        if "train" in modes and net.loss_layers:
-            p.oracle_bound.start()
-        return p
-
-    return cases.walk(names, engines_, modes, prepare=prepare,
+    return cases.walk(names, engines_, modes, prepare=lambda net: _prepare(net, batch, seed, dtype),
                       run=run, settle=settle, inference_mode="forward", threads=[threads],
                       seed=seed, timeout=timeout, progress=progress, jobs=jobs, started=started,
                       build_options={} if dtype == "float32" else {"dtype": dtype})
