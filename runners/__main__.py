@@ -162,18 +162,18 @@ def _runner(job: dict, trains: bool = False):
     key = _runner_key(job)
     runner = _runners.pop(key, None) if key is not None else None
     if runner is not None:
-        if runner.trained:
+        if runner.moved_by_training:
             runner.rewind()
         how = "kept"
     else:
         runner, how = _load_runner(job), "loaded"
     keep = key is not None
-    if trains and not runner.trained:
+    if trains and not runner.moved_by_training:
         keep = keep and runner.save_build_state()
     yield runner, how
     if not keep:
         return
-    runner.trained = runner.trained or trains
+    runner.moved_by_training = runner.moved_by_training or trains
     _runners[key] = runner
     while len(_runners) > KEEP_RUNNERS:
         _runners.popitem(last=False)

@@ -83,7 +83,7 @@ class Runner:
         self.threads = threads
         self.options = options or {}
         self._trained = None     # an engine's trained model object, where train_forward needs it
-        self.trained = False     # a training job changed it since load() or rewind()
+        self.moved_by_training = False   # a training job changed it since load() or rewind()
         # the declared gaps hold wherever the runner is used, before the engine is imported
         self.declaration.refuse(self.net)
 
@@ -118,7 +118,7 @@ class Runner:
         would on a freshly loaded runner."""
         self._rewind()
         self._trained = None
-        self.trained = False
+        self.moved_by_training = False
 
     def _rewind(self) -> None:
         raise NotImplementedError(f"{self.engine} cannot rewind a trained runner")
