@@ -108,7 +108,8 @@ class Runner(BaseRunner):
 
     def _inference(self):
         if self._infer_fn is None:
-            self._infer_fn = self.tf.function(lambda f: self.model(f, training=False),
+            model = self.model     # loaded here: a load inside the traced function would fail
+            self._infer_fn = self.tf.function(lambda f: model(f, training=False),
                                               jit_compile=self.xla)
         return self._infer_fn
 
