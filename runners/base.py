@@ -72,6 +72,9 @@ def _file_digest(path: Path) -> str:
 
 class Runner:
     engine = "?"                # the name of its declaration in zoo/engines.py
+    # True where training never changes the runner's own model: each train_step works on a
+    # model of its own made from the build's files, kept only as `_trained` (MXNet, Caffe)
+    trains_a_copy = False
 
     def __init__(self, artifact: Path, device: str = "cpu", threads: int | None = None,
                  options: dict | None = None):
@@ -110,8 +113,9 @@ class Runner:
     def save_build_state(self) -> bool:
         """Remember everything training changes (weights, BatchNorm's statistics, a layer's
         mode), as load() left it, so that `rewind` can put it back. True when this engine
-        can; False (the default) when a runner that trained must be loaded again."""
-        return False
+        can (an engine that trains a copy: always); False when a runner that trained must be
+        loaded again."""
+        return self.trains_a_copy
 
     def rewind(self) -> None:
         """Back to the state `save_build_state` saw: the next job starts exactly where it
@@ -121,7 +125,8 @@ class Runner:
         self.moved_by_training = False
 
     def _rewind(self) -> None:
-        raise NotImplementedError(f"{self.engine} cannot rewind a trained runner")
+        if not self.trains_a_copy:     # nothing but `_trained` to drop
+            raise NotImplementedError(f"{self.engine} cannot rewind a trained runner")
 
     # --- what each engine implements -----------------------------------------------------
     def load(self) -> None:

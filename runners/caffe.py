@@ -40,6 +40,7 @@ class CaffeBase(BaseRunner):
 
 class Runner(CaffeBase):
     engine = "caffe"
+    trains_a_copy = True      # each train_step makes a solver from the build's files
 
     def load(self) -> None:
         self.gpu_index()       # CPU-only (declared): a GPU request is refused here
@@ -49,14 +50,6 @@ class Runner(CaffeBase):
         self.meta = self.manifest["meta"]
         self.net_ = caffe.Net(str(self.dir / "deploy.prototxt"), str(self.dir / "weights.caffemodel"),
                               caffe.TEST)
-
-    def save_build_state(self) -> bool:
-        """Training never changes the TEST net: each train_step makes a solver from the
-        build's files, kept only as `_trained`, which `rewind` drops."""
-        return True
-
-    def _rewind(self) -> None:
-        pass
 
     def _feed(self, net, inputs, names):
         for name in names:

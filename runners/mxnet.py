@@ -82,6 +82,7 @@ def _cut(graph: dict, layer, symbols: dict):
 
 class Runner(BaseRunner):
     engine = "mxnet"
+    trains_a_copy = True      # each train_step loads a training block from the build's files
 
     def load(self) -> None:
         from zoo.converters.mxnet import import_mxnet
@@ -97,14 +98,6 @@ class Runner(BaseRunner):
         self.dtype = self.meta["dtype"]
         self.block = self._block(f"{self.meta['prefix']}-symbol.json", self.meta["inputs"],
                                  dropout=True)
-
-    def save_build_state(self) -> bool:
-        """Training never changes this runner's own blocks: each train_step loads a training
-        block from the build's files, kept only as `_trained`, which `rewind` drops."""
-        return True
-
-    def _rewind(self) -> None:
-        pass
 
     def cuda_missing(self):
         if self.mx.context.num_gpus() == 0:
