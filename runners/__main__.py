@@ -117,8 +117,8 @@ def do_build(job: dict, work: Path):
 # A serving child keeps the last few runners it loaded, by build and settings, so the next
 # job on the same build skips the load (TensorFlow's load_model of a big network takes
 # seconds) and the manifest hashing. A forward job leaves its runner as it found it (eval mode,
-# the build's weights). A training job (train, train_forward) changes it: its weights,
-# optimizer-free state such as BatchNorm's statistics, torch's training mode; so a runner is
+# the build's weights). A training job (train, train_forward) changes it: its weights and
+# other state such as BatchNorm's statistics and torch's training mode; so a runner is
 # kept for training only when its engine can rewind it (`Runner.save_build_state`, `rewind`),
 # and every job that finds a trained runner rewinds it first: it starts exactly where a
 # freshly loaded one would (tests/test_workers.py). A bench job always loads the build afresh
