@@ -300,6 +300,7 @@ class CaseProgress:
         if self.bar is not None:
             self.bar.console.print(line, highlight=False, markup=False)
             self.bar.update(self.task, completed=self.done, description=self._running())
+            self.bar.refresh()   # every count is shown, even when the next case ends at once
         else:
             times = _times(time.monotonic() - self.started, self.done, len(self.plan))
             err.print(f"[{self.done}/{len(self.plan)}, {times}] {line}",

@@ -4,6 +4,8 @@ commands, before any build or child; a child's typed status maps to a case statu
 both API calls refuse options that would make them meaningless."""
 
 import math
+import threading
+import time
 
 import pytest
 
@@ -65,6 +67,41 @@ def test_one_build_per_engine_serves_every_mode_and_thread_count(tmp_path, monke
     assert len({p for _, _, p in seen}) == 1                       # one build ...
     assert len(list((tmp_path / "cache").rglob("manifest.json"))) == 1   # ... made once
     assert [n.name for n in prepared] == ["linreg"]                 # prepared once
+
+
+@pytest.mark.parametrize("jobs", [None, cases.ONE_SHOT])
+def test_ahead_starts_once_per_network_before_its_cases_in_a_pooled_walk_only(jobs, tmp_path, monkeypatch):
+    """verify's oracle is started as a network opens (`ahead`), with the cases that will run;
+    the walk ends a network only after its `ahead` ended; the old path never calls it."""
+    require_engine("torch")
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(cases.ONE_SHOT_VAR, raising=False)
+    events, lock = [], threading.Lock()
+
+    def ahead(net, runnable):
+        time.sleep(0.5)         # a case that waited for nothing would finish first
+        with lock:
+            events.append(("ahead", net.name, [(c.engine, c.mode) for c in runnable]))
+
+    def run(case, net, art):
+        with lock:
+            events.append(("case", case.network, case.engine, case.mode))
+        return case
+
+    nets = [N.from_text(NO_LOSS), N.load("linreg")]
+    got = cases.walk(nets, ["onnx", "torch"], ["forward", "train"], prepare=lambda n: n, run=run,
+                     settle=lambda case, p, s: case, inference_mode="forward", jobs=jobs,
+                     ahead=ahead)
+    assert [(c.network, c.engine, c.mode) for c in got] == [
+        (n, e, m) for n in ("noloss", "linreg") for e in ("onnx", "torch") for m in ("forward", "train")]
+    aheads = [e for e in events if e[0] == "ahead"]     # the walk returned after each ended
+    if jobs == cases.ONE_SHOT:
+        assert aheads == []
+        return
+    # onnx does not train, a network without a loss does not train: what `ahead` is told
+    assert sorted(aheads) == [                          # in whichever order they ended
+        ("ahead", "linreg", [("onnx", "forward"), ("torch", "forward"), ("torch", "train")]),
+        ("ahead", "noloss", [("onnx", "forward"), ("torch", "forward")])]
 
 
 def test_no_loss_layer_settles_train_before_any_build(tmp_path, monkeypatch):

@@ -23,10 +23,19 @@ How the cases' children run (`walk`'s `jobs`):
                       device); the engines' cases run side by side, at most N at once (None:
                       one per core), and a job that names no thread count gets the child's
                       share of the cores (isolation.plan_parallelism). While one network's
-                      cases run the next is prepared (at most two are held). A crash, hang or
-                      timeout is still that job's typed result and the child is replaced;
-                      results come back in the same order, and `progress` is called once per
-                      case, from the walk's threads, one call at a time.
+                      cases run the next is prepared (at most two are held). The walk has
+                      WALK_SPARE threads more than the pool runs jobs at once: while one case
+                      compares in this process or waits for what its network computes once
+                      (verify's oracle), another case's job keeps a child busy. (A thread per
+                      engine of each held network took the whole zoo's parent past 7 GB and
+                      the machine out of memory: each case holds its arrays here.)
+                      `ahead(prepared, cases)`, when given, is started as each network opens,
+                      before its engines' cases, with the cases that will not be skipped
+                      before their build (verify: the float64 oracle, which the training
+                      cases would otherwise wait for); the one-at-a-time walk never calls it.
+                      A crash, hang or timeout is still that job's typed result and the
+                      child is replaced; results come back in the same order, and `progress`
+                      is called once per case, from the walk's threads, one call at a time.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ TRAIN = "train"                 # the mode that takes training steps, in verify 
 ONE_SHOT = 0                    # walk's jobs: no pool, a fresh child per job, one case at a time
 ONE_SHOT_VAR = "ZOO_ONE_SHOT"   # "1": every walk takes the ONE_SHOT path (the old path, measured)
 NETWORKS_HELD = 2               # networks prepared at once by a pooled walk: one runs, one waits
+WALK_SPARE = 1                  # a pooled walk's threads beyond the pool's jobs (and `ahead`s)
 
 P = TypeVar("P")                # what a command prepares once per network
 R = TypeVar("R")                # one case's result, in the command's own form
@@ -156,13 +166,15 @@ def walk(names: list | None, engine_names: list[str] | None, modes: list[str], *
          seed: int = 0, timeout: float = 900.0,
          progress: Callable[[R], None] | None = None,
          jobs: int | None = ONE_SHOT, build_options: dict | None = None,
-         started: Callable[[Case], None] | None = None) -> list[R]:
+         started: Callable[[Case], None] | None = None,
+         ahead: Callable[[P, list[Case]], None] | None = None) -> list[R]:
     """Every case of names (default: the zoo) x engines (default: all) x modes x threads,
     in that order; `inference_mode` is the mode to suggest for a network without a loss.
     jobs: how the children run (the module's docstring); call it from the main thread.
     build_options: every build's (e.g. {"dtype": "float64"}: an engine that declares no
     float64 is skipped with its reason before anything is built). `started(case)` is called
-    as each case begins and `progress(result)` as it ends (one call at a time)."""
+    as each case begins and `progress(result)` as it ends (one call at a time).
+    ahead(prepared, cases): work a pooled walk starts as each network opens (the docstring)."""
     engs = [engines.get(e) for e in engine_names] if engine_names else list(engines.ENGINES.values())
     walk_one = _EngineWalk(engs, modes, threads, run, settle, inference_mode, seed, timeout,
                            _serialised(progress), dict(build_options or {}), _serialised(started))
@@ -172,7 +184,7 @@ def walk(names: list | None, engine_names: list[str] | None, modes: list[str], *
     jobs, per_child = isolation.plan_parallelism(jobs)
     with isolation.WorkerPool(jobs, threads=per_child, max_rss=_child_memory_share(len(engs))) as pool, \
             isolation.routed_to(pool):
-        return _walk_side_by_side(networks, prepare, walk_one, pool)
+        return _walk_side_by_side(networks, prepare, walk_one, pool, ahead)
 
 
 def _load(name) -> N.Net:
@@ -202,19 +214,26 @@ class _OpenNetwork:
     """A network whose engines' cases were handed to the walk's threads."""
     resources: contextlib.ExitStack
     futures: list[Future] = field(default_factory=list)   # one per engine, in their order
+    ahead: Future | None = None                           # the walk's `ahead`, when given
+
+    @property
+    def tasks(self) -> list[Future]:
+        return self.futures + ([self.ahead] if self.ahead is not None else [])
 
 
-def _walk_side_by_side(networks, prepare, walk_one, pool: isolation.WorkerPool) -> list:
-    """Each network's engines as tasks of pool.jobs threads (each in a copy of this context,
-    so that their isolation.run goes to the pool); the next network is prepared here
-    meanwhile. On any failure no new case starts and every child is ended before the held
-    networks' resources (build leases, transient builds) are released."""
+def _walk_side_by_side(networks, prepare, walk_one, pool: isolation.WorkerPool, ahead) -> list:
+    """Each network's engines (and its `ahead`) as tasks of the walk's threads (each in a
+    copy of this context, so that their isolation.run goes to the pool, which runs pool.jobs
+    of their jobs at once); the next network is prepared here meanwhile. On any failure no
+    new case starts and every child is ended before the held networks' resources (build
+    leases, transient builds) are released."""
     results: list = []
     held: deque[_OpenNetwork] = deque()
-    executor = ThreadPoolExecutor(pool.jobs, thread_name_prefix="zoo-walk")
+    executor = ThreadPoolExecutor(pool.jobs + WALK_SPARE + (NETWORKS_HELD if ahead else 0),
+                                  thread_name_prefix="zoo-walk")
     try:
         for name in networks:
-            opened = _open(name, prepare, walk_one, executor, held)
+            opened = _open(name, prepare, walk_one, executor, held, ahead)
             held.append(opened)
             while len(held) >= NETWORKS_HELD:
                 results += _finish(held[0])
@@ -227,7 +246,7 @@ def _walk_side_by_side(networks, prepare, walk_one, pool: isolation.WorkerPool) 
         if held:                                # a failure, or zoo is stopping
             walk_one.stop.set()
             for opened in held:
-                for f in opened.futures:
+                for f in opened.tasks:
                     f.cancel()
             pool.close()                        # jobs in flight end now
         executor.shutdown(wait=True)
@@ -235,7 +254,7 @@ def _walk_side_by_side(networks, prepare, walk_one, pool: isolation.WorkerPool) 
             opened.resources.close()
 
 
-def _open(name, prepare, walk_one, executor, held) -> _OpenNetwork:
+def _open(name, prepare, walk_one, executor, held, ahead) -> _OpenNetwork:
     """Load and prepare one network and hand its engines to the executor. A network that
     cannot be loaded or prepared fails where the one-at-a-time walk would: after the cases
     of the networks before it have run and been reported."""
@@ -250,17 +269,22 @@ def _open(name, prepare, walk_one, executor, held) -> _OpenNetwork:
                 _finish(held[0])
                 held.popleft()
         raise
+    early = None
+    if ahead is not None:
+        early = executor.submit(contextvars.copy_context().run, ahead, prepared,
+                                walk_one.runnable(net))
     futures = [executor.submit(contextvars.copy_context().run, walk_one, net, prepared, eng)
                for eng in walk_one.engs]
-    return _OpenNetwork(resources, futures)
+    return _OpenNetwork(resources, futures, early)
 
 
 def _finish(opened: _OpenNetwork) -> list:
     """The network's results in the engines' order, once every engine is done (none still
-    uses its resources); then its resources are released. The first exception of an engine
-    is raised at once (the caller stops the others, then releases the resources)."""
-    wait(opened.futures, return_when=FIRST_EXCEPTION)
-    for f in opened.futures:
+    uses its resources, nor its `ahead`); then its resources are released. The first
+    exception of a task is raised at once (the caller stops the others, then releases the
+    resources)."""
+    wait(opened.tasks, return_when=FIRST_EXCEPTION)
+    for f in opened.tasks:
         if f.done() and f.exception() is not None:
             raise f.exception()
     results = [r for f in opened.futures for r in f.result()]
@@ -280,6 +304,12 @@ class _EngineWalk:
         self.build_options, self.started = build_options, started
         self.dtype = build_options.get("dtype", "float32")
         self.stop = threading.Event()
+
+    def runnable(self, net: N.Net) -> list[Case]:
+        """The network's cases that are not skipped before their build."""
+        return [Case(net.name, eng.name, mode, t) for eng in self.engs for mode in self.modes
+                for t in self.threads
+                if skip_reason(net, eng, mode, self.inference_mode, self.dtype) is None]
 
     def __call__(self, net: N.Net, prepared, eng: engines.Engine) -> list:
         try:
@@ -324,14 +354,21 @@ def _serialised(progress: Callable | None) -> Callable | None:
     return report
 
 
+PARENT_SHARES = 2     # the parent's part of the machine's memory, in children's shares
+
+
 def _child_memory_share(children: int) -> int | None:
     """The resident memory past which a pooled child is replaced: an equal share of the
-    machine's memory among the engines' children kept at once, but at least 2 GiB (an engine
-    and a big network's runner; a job needs what it needs, the cap only ends hoarding)."""
+    machine's memory among the engines' children kept at once and this process (which holds
+    PARENT_SHARES: a whole-zoo verify's parent peaks at 7-8.5 GB of 23.5), but at least 2 GiB
+    (an engine and a big network's runner; a job needs what it needs, the cap only ends
+    hoarding). Measured on the whole zoo with a share of total / children: FCN-S's children
+    (3.5-4.6 GB each, four of them idle with its runners kept) and the parent took the 23.5 GB
+    machine out of memory."""
     total = isolation.memory_bytes()
     if total is None:
         return None
-    return max(2 << 30, total // max(1, children))
+    return max(2 << 30, total // (max(1, children) + PARENT_SHARES))
 
 
 __all__ = ["Case", "ONE_SHOT", "ONE_SHOT_VAR", "Settled", "TRAIN", "child_failed", "obtain_build",

@@ -151,6 +151,17 @@ EXPOSURE = {
 }
 
 
+# One network's bounds are computed at a time in this process, whichever case or oracle asks:
+# beside the cases' own work, two networks' float32 and float64 bounds at once took a whole-zoo
+# run's parent to 12.6 GB (AlexNet-S's fully connected layers) and out of memory.
+_BOUNDING = threading.Lock()
+
+
+def _bounds(p: Problem, dtype: str) -> dict:
+    with _BOUNDING:
+        return reference.bounds(p.netb, p.weights, p.ref, dtype=dtype)
+
+
 def _judge(p: Problem, tol: T.Tolerance | None) -> Callable[[str, np.ndarray], compare.Diff]:
     """The forward rule: scale-aware (tol None: the bound zoo/magnitude.py carries beside
     every blob) or elementwise atol + rtol |ref| (a user's --atol/--rtol, an exception)."""
@@ -158,7 +169,7 @@ def _judge(p: Problem, tol: T.Tolerance | None) -> Callable[[str, np.ndarray], c
         return lambda blob, got: compare.allclose(blob, got, p.ref[blob], tol)
     with p.bound_lock:
         if p.bound is None:                      # once per network: every engine uses it
-            p.bound = reference.bounds(p.netb, p.weights, p.ref, dtype=p.dtype)
+            p.bound = _bounds(p, p.dtype)
     flush = T.flush(p.dtype)
     return lambda blob, got: compare.within_bound(blob, got, p.ref[blob], p.bound[blob], flush)
 
@@ -249,14 +260,18 @@ def _oracle_unlocked(p: Problem, seed: int, timeout: float) -> dict:
     except (BuildFailed, ZooError) as e:
         p.oracle = {"error": f"the training oracle could not be built: {e}"}
         return p.oracle
+    # both child jobs first, then this process's checks: the training cases wait for the
+    # oracle's step, and the checks' float64 bounds take seconds on a big network (ViT-B/16: 9)
     fwd = isolation.run(ORACLE_ENGINE, "forward", {"artifact": str(art.path), "expose": ["*"]},
                         p.inputs, threads=None, device="cpu", timeout=timeout)
     if not fwd.ok:
         p.oracle = {"error": f"the training oracle's forward failed: {fwd.reason}"}
         return p.oracle
+    res = isolation.run(ORACLE_ENGINE, "train", {"artifact": str(art.path), "steps": train_steps(p.net)},
+                        p.inputs, threads=None, device="cpu", timeout=timeout)
     # the float64 forward judge (k u S with u = 2^-53): an elementwise rtol fails where a
     # dot product of large terms cancels to ~0 (a random-init Inception's 1x7 convolutions)
-    bound64 = reference.bounds(p.netb, p.weights, p.ref, dtype="float64")
+    bound64 = _bounds(p, "float64")
     for layer in p.netb.deploy_layers:
         for t in layer.tops:
             if not layer.kind.is_input:
@@ -266,8 +281,7 @@ def _oracle_unlocked(p: Problem, seed: int, timeout: float) -> dict:
                                          f"at layer {layer.name!r} ({d.max_abs_err:.3g}): not "
                                          "trusted"}
                     return p.oracle
-    res = isolation.run(ORACLE_ENGINE, "train", {"artifact": str(art.path), "steps": train_steps(p.net)},
-                        p.inputs, threads=None, device="cpu", timeout=timeout)
+    del fwd, bound64        # every blob twice (ViT-B/16: 2 GB), before the training reference
     if not res.ok:
         p.oracle = {"error": f"the training oracle failed: {res.reason}"}
         return p.oracle
@@ -286,14 +300,15 @@ def _oracle_unlocked(p: Problem, seed: int, timeout: float) -> dict:
 def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, seed, case,
                 layers: bool = False):
     """`steps` SGD steps against the oracle's (a network without a loss never gets here:
-    zoo/cases.py skips it)."""
+    zoo/cases.py skips it). The engine steps before the oracle is asked for, so that in a
+    pooled walk its job runs while the oracle is computed."""
+    steps = train_steps(p.net)
+    res = isolation.run(engine, "train", {"artifact": str(art.path), "steps": steps},
+                        p.inputs, device=device, threads=threads, timeout=timeout)
     oracle = _oracle(p, seed, timeout)
     if "error" in oracle:
         case.status, case.reason = "error", oracle["error"]
         return
-    steps = train_steps(p.net)
-    res = isolation.run(engine, "train", {"artifact": str(art.path), "steps": steps},
-                        p.inputs, device=device, threads=threads, timeout=timeout)
     if not res.ok:
         _settle(case, cases.child_failed(res))
         return
@@ -608,11 +623,17 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
         result.seconds = time.perf_counter() - case.started
         return result
 
+    def oracle_ahead(p: Problem, runnable: list[cases.Case]) -> None:
+        """A pooled walk starts the oracle as the network opens, if a training case will ask."""
+        if any(c.mode == cases.TRAIN for c in runnable):
+            _oracle(p, seed, timeout)
+
     modes = ["forward", "train"] if mode == "both" else [mode]
     return cases.walk(names, engines_, modes, prepare=lambda net: _prepare(net, batch, seed, dtype),
                       run=run, settle=settle, inference_mode="forward", threads=[threads],
                       seed=seed, timeout=timeout, progress=progress, jobs=jobs, started=started,
-                      build_options={} if dtype == "float32" else {"dtype": dtype})
+                      build_options={} if dtype == "float32" else {"dtype": dtype},
+                      ahead=oracle_ahead)
 
 
 def _dtype(dtype) -> str:
