@@ -162,6 +162,38 @@ def test_gate_order_break_fails_at_the_lstm(monkeypatch):
     assert r.status == "fail" and r.first_bad_layer == "lstm", r
 
 
+GELU_NET = """name: "g"
+layer { name: "data" type: "Input" input_param { shape: [2, 64] } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" inner_product_param { num_output: 512 } }
+layer { name: "gelu" type: "GELU" bottom: "fc" %s }
+"""
+
+
+@pytest.mark.parametrize("form", ["NONE", "TANH"])
+def test_gelu_rule_passes_torch_float32_gelu_and_fails_the_other_form(form):
+    """GELU's own rule (its slope over the interval, zoo/magnitude.py): torch's float32 GELU of
+    the spec's form passes at every element; the other form (the approximation where the spec
+    says erf, or the reverse: a converter's likeliest GELU mistake) fails."""
+    require_engine("torch")
+    import torch
+    assert "GELU" in magnitude.RULES
+    net = zoo.from_text(GELU_NET % f"gelu_param {{ approximate: {form} }}")
+    netb = net.with_batch(2)
+    weights = he_weights(net)
+    inputs = {"data": 3.0 * data.make(netb, 0)["data"]}     # pre-activations into both tails
+    ref = reference.forward(netb, weights, inputs)
+    bound = reference.bounds(netb, weights, ref)["gelu"]
+    fc = torch.from_numpy(inputs["data"]) @ torch.from_numpy(weights["fc.weight"]).T \
+        + torch.from_numpy(weights["fc.bias"])
+    assert float(fc.abs().max()) > 4.0
+    forms = {f: torch.nn.functional.gelu(fc, approximate="none" if f == "NONE" else "tanh").numpy()
+             for f in ("NONE", "TANH")}
+    right = compare.within_bound("gelu", forms.pop(form), ref["gelu"], bound)
+    [wrong] = [compare.within_bound("gelu", got, ref["gelu"], bound) for got in forms.values()]
+    print(f"{form}: right form at {right.worst_ratio:.3g} of the bound, other form at {wrong.worst_ratio:.3g}")
+    assert right.ok and not wrong.ok, (right, wrong)
+
+
 def test_plot_refuses_a_non_png_name(tmp_path):
     with pytest.raises(UsageError):
         drift.plot([], tmp_path / "drift.svg")
@@ -194,5 +226,7 @@ def test_float64_bounds_scale_every_rule_by_the_roundoff_ratio(tmp_path):
     ref = reference.forward(netb, weights, data.make(netb, 0))
     b32 = reference.bounds(netb, weights, ref)
     b64 = reference.bounds(netb, weights, ref, dtype="float64")
-    for blob, b in b32.items():
-        assert np.allclose(b64[blob], b * 2.0**-29, rtol=1e-9, atol=0), blob
+    for blob, b in b32.items():     # float32's kept as float32, rounded up: within 2 ulps
+        assert b.dtype == np.float32 and b64[blob].dtype == np.float64
+        assert np.all(b * 2.0**-29 >= b64[blob]), blob
+        assert np.allclose(b64[blob], b * 2.0**-29, rtol=2.0**-22, atol=0), blob

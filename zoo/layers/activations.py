@@ -38,7 +38,7 @@ def _poly(x, coefficients):
     return out
 
 
-def _erf(x):
+def erf(x):
     """erf of a float64 array (Cephes erf/erfc: |x| <= 1 by erf's own rational function,
     beyond by 1 - erfc, whose rational functions in |x| switch at 8); each piece is
     evaluated on its own elements only."""
@@ -57,6 +57,13 @@ def _erf(x):
     out = np.copysign(out.reshape(x.shape), x)
     return np.where(np.isnan(x), x, out)     # NaN in, NaN out
 TANH_GELU = spec_pb2.GELUParam.TANH
+GELU_TANH_SCALE = math.sqrt(2.0 / math.pi)   # the tanh approximation: tanh(s (x + c x^3))
+GELU_TANH_CUBIC = 0.044715
+
+
+def gelu_tanh_argument(x):
+    """What the tanh approximation of GELU takes the tanh of (zoo/magnitude.py's rule too)."""
+    return GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * x**3)
 
 
 def sigmoid(x):
@@ -217,5 +224,5 @@ class GELU(_Elementwise):
     def forward(p, xs, w):
         x = xs[0]
         if p.approximate == TANH_GELU:
-            return [0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))]
-        return [0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))]
+            return [0.5 * x * (1.0 + np.tanh(gelu_tanh_argument(x)))]
+        return [0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))]
