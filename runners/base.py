@@ -17,7 +17,6 @@ then:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import EngineUnavailable
+from zoo.files import recorded_hashes, sha256_stable, stat_identity
 from zoo.memory import allocator, peak_rss_mb
 from zoo.errors import ManifestError  # noqa: F401  (re-exported: builds read manifests too)
 
@@ -34,38 +34,32 @@ def read_manifest(artifact: Path) -> dict:
     if not mf.exists():
         raise ManifestError(f"{artifact}: no manifest.json (not a finished zoo build)")
     manifest = json.loads(mf.read_text())
-    for rel, digest in manifest["files"].items():
-        path = (artifact / rel).resolve()
-        if artifact.resolve() not in path.parents:
+    paths = {}
+    for rel in manifest["files"]:
+        paths[rel] = (artifact / rel).resolve()
+        if artifact.resolve() not in paths[rel].parents:
             raise ManifestError(f"{artifact}: manifest names a file outside the build: {rel}")
-        if _file_digest(path) != digest:
+    # a cached build's record of files hashed and unchanged since (zoo/files.py); the rest
+    # are hashed here
+    known = recorded_hashes(artifact, list(paths))
+    for rel, digest in manifest["files"].items():
+        if not (rel in known and known[rel][1] == digest) and _file_digest(paths[rel]) != digest:
             raise ManifestError(f"{artifact}: {rel} does not match its manifest hash")
     return manifest
 
 
 # path -> (its stat identity, its sha256) as last read by this process: a long-lived child runs
-# many jobs on one build, and a 330 MB ViT build took a second to hash for each. Any change to
-# the file (a rewrite or a replacement) changes its inode, size, mtime or ctime, and ctime
-# cannot be set back, so a matching identity is the same bytes.
+# many jobs on one build, and a 330 MB ViT build took a second to hash for each (a folder
+# outside the cache has no hash record). Identities as in zoo/files.py's HASH_RECORD.
 _digests: dict[Path, tuple[tuple, str]] = {}
 
 
-def _stat_identity(path: Path) -> tuple:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _file_digest(path: Path) -> str:
-    ident = _stat_identity(path)
     known = _digests.get(path)
-    if known is not None and known[0] == ident:
+    if known is not None and known[0] == stat_identity(path):
         return known[1]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    if _stat_identity(path) == ident:     # neither rewritten nor replaced while it was read
+    digest, ident = sha256_stable(path)
+    if ident is not None:                 # neither rewritten nor replaced while it was read
         _digests[path] = (ident, digest)
     return digest
 

@@ -30,7 +30,7 @@ from . import __version__, cache, engines, isolation
 from . import net as N
 from . import weights as W
 from .errors import EngineUnavailable, SpecError, UsageError, ZooError
-from .files import sha256_file, swap_folder
+from .files import recorded_hashes, sha256_file, sha256_stable, swap_folder, write_hash_record
 
 SPACE_FACTOR = 3                  # weights.npz + the engine's copy (+ TF's second one) of them
 SPACE_MARGIN = 32 * 2**20         # spec, graph files, manifest
@@ -144,8 +144,8 @@ def _write(net, eng, weights, wsha, key, seed, options, target, timeout, in_proc
         else:
             _save_weights(weights, tmp / "weights.npz")
         meta = _convert(net, eng, weights, tmp, options, timeout, in_process, target)
-        files = {str(p.relative_to(tmp)): sha256_file(p)
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        hashed = {str(p.relative_to(tmp)): sha256_stable(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {rel: digest for rel, (digest, _) in hashed.items()}
         manifest = {
             "zoo_version": __version__, "key": key, "network": net.name,
             "spec_sha256": net.sha256, "weights_sha256": wsha,
@@ -158,6 +158,8 @@ def _write(net, eng, weights, wsha, key, seed, options, target, timeout, in_proc
         if in_cache:
             manifest["transient"] = bool(transient)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if in_cache and all(ident is not None for _, ident in hashed.values()):
+            write_hash_record(tmp, {rel: (ident, digest) for rel, (digest, ident) in hashed.items()})
         swap_folder(tmp, target)
         return manifest
     except BaseException:
@@ -232,13 +234,27 @@ def _inspect(target: Path, strict: bool) -> tuple[dict, bool]:
         raise OutRefused(f"{target} holds files zoo did not write ({', '.join(extra[:3])}"
                          f"{', ...' if len(extra) > 3 else ''}); zoo replaces only its own builds: "
                          "move them or choose another --out")
+    # a cached build's files whose stat identity is unchanged since they were hashed are not
+    # hashed again (files.HASH_RECORD); a user's folder is hashed in full
+    known = {} if strict else recorded_hashes(target, [r for r in manifest["files"] if r in found])
+    record = {}
     for rel, digest in manifest["files"].items():
         path = target / rel
-        if rel in found and (path.is_symlink() or not path.is_file() or sha256_file(path) != digest):
+        if rel not in found:
+            continue
+        if rel in known and known[rel][1] == digest:
+            record[rel] = known[rel]
+            continue
+        got, ident = (None, None) if path.is_symlink() or not path.is_file() else sha256_stable(path)
+        if got != digest:
             if strict:
                 raise OutRefused(f"{path} was changed since zoo wrote it; zoo will not overwrite "
                                  "it: move it or choose another --out")
             intact = False
+        elif ident is not None:
+            record[rel] = (ident, got)
+    if not strict and intact and record != known and len(record) == len(manifest["files"]):
+        write_hash_record(target, record)
     return manifest, intact
 
 

@@ -9,8 +9,10 @@ at limit + 1 bytes whatever the size said. `refuse(message)` builds the caller's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -83,6 +85,66 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# --- hashes already checked, kept beside a cached build ------------------------------------------
+# A cached build's files are checked against its manifest's sha256 before every use, by the
+# parent that reuses the build and by the child that loads it: the whole zoo's 13 GiB, hashed
+# twice per verify. A build in the cache keeps HASH_RECORD: for each file, the stat identity it
+# had while it was hashed and the digest found. Any change to a file (rewritten, replaced,
+# truncated, a hard link added or removed) changes its inode, size, mtime or ctime, and ctime
+# cannot be set back, so a file whose identity still matches has the recorded bytes; any other
+# file is hashed again. The record is no weaker than the manifest beside it: whoever can
+# rewrite the one can rewrite the other. Never written into a user's --out folder.
+HASH_RECORD = ".zoo-hashes.json"
+HASH_RECORD_LIMIT = 4 << 20
+
+
+def stat_identity(path: str | Path) -> tuple:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def sha256_stable(path: Path) -> tuple[str, tuple | None]:
+    """(sha256, the file's stat identity), the identity None when the file changed while read."""
+    before = stat_identity(path)
+    digest = sha256_file(path)
+    return digest, (before if stat_identity(path) == before else None)
+
+
+def recorded_hashes(folder: Path, rels) -> dict[str, tuple[tuple, str]]:
+    """rel -> (stat identity, digest) as recorded, for each of `rels` (the manifest's files)
+    whose stat identity is still the one it had when it was hashed; {} without a record."""
+    try:
+        record = json.loads(read_bytes(folder / HASH_RECORD, HASH_RECORD_LIMIT, ValueError,
+                                       follow_symlinks=False))
+    except (ValueError, OSError):
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    known = {}
+    for rel in rels:
+        entry = record.get(rel)
+        if not (isinstance(entry, list) and len(entry) == 6 and isinstance(entry[5], str)
+                and all(isinstance(v, int) for v in entry[:5])):
+            continue
+        try:
+            if stat_identity(folder / rel) == tuple(entry[:5]):
+                known[rel] = (tuple(entry[:5]), entry[5])
+        except OSError:
+            pass
+    return known
+
+
+def write_hash_record(folder: Path, entries: dict[str, tuple[tuple, str]]) -> None:
+    """Record {rel: (identity, digest)} (each from sha256_stable) in `folder`, atomically."""
+    tmp = folder / f"{HASH_RECORD}.{os.getpid()}-{time.time_ns()}.tmp"
+    try:
+        tmp.write_text(json.dumps({rel: [*ident, digest] for rel, (ident, digest) in entries.items()}))
+        os.replace(tmp, folder / HASH_RECORD)
+    except OSError:             # a record is only a saving: a build without one is hashed
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def swap_folder(tmp: Path, target: Path) -> None:
