@@ -24,9 +24,10 @@ the cache, before either is timed, so neither pays for a build the other reuses 
 machine where others rebuild too, give it a cache of its own: ZOO_CACHE=DIR), and the
 cache's bound is raised for the run to CACHE_LIMIT unless ZOO_CACHE_LIMIT says otherwise (the
 whole zoo's builds do not fit the default bound: each path would evict and rebuild them; the
-run stops if what was built does not fit). Printed: each path's wall time and peak memory,
-the ratio, every case whose status differs, and the old path's failures and errors with
-their reasons. Exit status: 0 when the statuses are identical, 1 otherwise.
+run stops if what was built does not fit; --prebuild-only makes them and stops, so that the
+timed run can follow alone, with ZOO_THEN_CACHE=DIR keeping the old zoo's too). Printed:
+each path's wall time and peak memory, the ratio, every case whose status differs, and the
+old path's failures and errors with their reasons. Exit status: 0 when the statuses are identical, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the last commit before work on the verify issue (whole-zoo verify --mode both: 144 cases,
 # "about 20 minutes on this 2-core machine", as the issue says)
 THEN_ISSUE = "6427bca"
+THEN_CACHE_VAR = "ZOO_THEN_CACHE"   # the old zoo's build cache, kept between runs when set
 
 # Run in a child under the old zoo (its own `zoo` package first on sys.path): every build
 # the verify will make is made first, then verify alone is timed.
@@ -75,6 +77,8 @@ for name in names:
             builds.build(net, engine, options=options)
         except Exception as e:          # the verify reports it as the case's error
             print(f"  build {name}/{engine}: {e}", file=sys.stderr)
+if a["out"] is None:                    # --prebuild-only
+    sys.exit(0)
 t0 = time.perf_counter()
 rs = verifier.verify(names, a["engines"], mode=a["mode"], batch=a["batch"])
 seconds = time.perf_counter() - t0
@@ -155,16 +159,22 @@ def install_then(rev: str, where: Path) -> Path:
     return pkg
 
 
-def timed_verify_then(pkg: Path, where: Path, names, engine_names, mode, batch) -> tuple[float, list]:
+def timed_verify_then(pkg: Path, where: Path, names, engine_names, mode, batch,
+                      build_only: bool = False) -> tuple[float, list] | None:
     """The old zoo's verify in a child (its builds made first, outside the timing): seconds,
-    and its cases (with the attributes `differences` reads)."""
+    and its cases (with the attributes `differences` reads). Its build cache: THEN_CACHE_VAR's
+    folder, else one in `where` (removed with it). build_only: the builds only."""
     out = where / "then.json"
-    args = {"names": names, "engines": engine_names, "mode": mode, "batch": batch, "out": str(out)}
-    env = {**os.environ, "PYTHONPATH": str(pkg), "ZOO_CACHE": str(where / "cache")}
+    args = {"names": names, "engines": engine_names, "mode": mode, "batch": batch,
+            "out": None if build_only else str(out)}
+    env = {**os.environ, "PYTHONPATH": str(pkg),
+           "ZOO_CACHE": os.environ.get(THEN_CACHE_VAR) or str(where / "cache")}
     env.pop(cases.ONE_SHOT_VAR, None)
     # cwd: a folder without a zoo/ of its own, so that `import zoo` finds REV's
     subprocess.run([sys.executable, "-c", THEN_CHILD, json.dumps(args)], cwd=where, env=env,
                    check=True)
+    if build_only:
+        return None
     got = json.loads(out.read_text())
     return got["seconds"], [SimpleNamespace(**c) for c in got["cases"]]
 
@@ -196,6 +206,10 @@ def main(argv: list[str]) -> int:
                     "status, reason, seconds) to this file")
     ap.add_argument("--then", metavar="REV", help="the old path is zoo at this commit ('issue': "
                     f"{THEN_ISSUE}), run in a child")
+    ap.add_argument("--prebuild-only", action="store_true",
+                    help="make (or find) every build both paths need, then stop: the timed run "
+                    f"can follow on an idle machine (with --then, set {THEN_CACHE_VAR} to keep "
+                    "the old zoo's builds)")
     args = ap.parse_args(argv)
     if args.then:
         with tempfile.TemporaryDirectory(prefix="zoo-then-") as where:
@@ -236,6 +250,12 @@ def _main(args, where: Path | None) -> int:
         print("verify_speed: the builds do not fit the cache's bound: both paths would rebuild "
               "(raise ZOO_CACHE_LIMIT)", file=sys.stderr)
         return 2
+    if args.prebuild_only:
+        if then:
+            timed_verify_then(then.pkg, where, names, engine_names, args.mode, args.batch,
+                              build_only=True)
+        print("builds made; nothing timed (--prebuild-only)")
+        return 0
 
     with MemoryPeak() as old_mem:
         if then:    # its builds are made in the child, before its clock starts
