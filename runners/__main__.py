@@ -1,7 +1,7 @@
 """The child process: `python -m zoo.runners DIR` runs DIR/job.json for one engine;
 `python -m zoo.runners --serve FD` serves many jobs, one at a time, in one process.
 
-Each job writes DIR/result.json and DIR/outputs.npz, or DIR/error.json when the work raised,
+Each job writes DIR/result.json and DIR/outputs/ (zoo/transport.py), or DIR/error.json when the work raised,
 with the kind of failure decided here by exception class (`unsupported`,
 `engine-unavailable`, `error`) and the exception's own message as the one-line reason. The
 parent (zoo/isolation.py) set the thread and device variables before this process started,
@@ -54,6 +54,9 @@ from collections import OrderedDict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from zoo import transport  # noqa: E402
+from zoo.transport import INPUTS, OUTPUTS  # noqa: E402
 
 TEST_FAULTS_VAR = "ZOO_TEST_FAULTS"   # "1": a job's own "fault" field is honoured (tests only)
 
@@ -180,11 +183,7 @@ def _runner(job: dict, trains: bool = False):
 
 
 def _inputs(work: Path) -> dict[str, np.ndarray]:
-    f = work / "inputs.npz"
-    if not f.exists():
-        return {}
-    with np.load(f, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return transport.load(work / INPUTS, mapped=False)     # in memory, writable: engines' own
 
 
 def do_forward(job: dict, work: Path):
@@ -295,7 +294,7 @@ def run_job(work: Path) -> int:
         _inject_fault(job)
         result, arrays = ACTIONS[job["action"]](job, work)
         if arrays:
-            np.savez(work / "outputs.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+            transport.save(work / OUTPUTS, arrays)
         (work / "result.json").write_text(json.dumps(result))
         return 0
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent

@@ -55,7 +55,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import cases, compare, data, engines, isolation, verifier
+from . import cases, compare, data, engines, isolation, transport, verifier
 from . import net as N
 from . import options as _options
 from . import tolerances as T
@@ -223,7 +223,7 @@ PROCS = {"torch": _torch_procs, "tensorflow": _tensorflow_procs, "mxnet": _mxnet
 class Outcome:
     status: str                                  # isolation.STATUSES
     results: dict[int, dict] = field(default_factory=dict)      # slot -> result.json
-    arrays: dict[int, dict] = field(default_factory=dict)       # slot -> outputs.npz
+    arrays: dict[int, dict] = field(default_factory=dict)       # slot -> its outputs/ (zoo/transport.py)
     reason: str = ""
     stderr_tail: str = ""
     wall_s: float = 0.0
@@ -246,7 +246,7 @@ def launch(engine: str, p: Plan, job: dict, batch: dict[str, np.ndarray], *, dev
         (rundir / "job.json").write_text(json.dumps({**job, "engine": engine, "device": device,
                                                      "threads": p.threads,
                                                      "collective_timeout": min(timeout, COLLECTIVE_TIMEOUT)}))
-        np.savez(rundir / "inputs.npz", **batch)
+        transport.save(rundir / transport.INPUTS, batch)
         with isolation.signals_end_children():
             for proc in PROCS[engine](rundir, p, device):
                 started.append((proc, _start(proc, rundir)))
@@ -311,11 +311,7 @@ def _wait(started, rundir: Path, slots: int, timeout: float) -> Outcome:
 
 
 def _arrays(rundir: Path, slot: int) -> dict:
-    f = rundir / f"slot-{slot}" / "outputs.npz"
-    if not f.exists():
-        return {}
-    with np.load(f, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return transport.load(rundir / f"slot-{slot}" / transport.OUTPUTS)
 
 
 def _let_finish(started) -> None:

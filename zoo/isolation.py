@@ -3,8 +3,8 @@
 Every conversion, run and timing of an engine happens in a child, `python -m zoo.runners
 --serve FD` (runners/__main__.py). A `Worker` owns one such child for one engine and
 thread/device setting and sends it jobs one at a time: for each, the parent writes
-DIR/job.json (and DIR/inputs.npz), sends DIR on the child's stdin and waits, with a timeout,
-for its one-line answer. The engine's thread, device and log variables are in the child's
+DIR/job.json (and DIR/inputs/, arrays as zoo/transport.py writes them), sends DIR on the
+child's stdin and waits, with a timeout, for its one-line answer. The engine's thread, device and log variables are in the child's
 environment (in force before the engine is imported); the child is the leader of its own
 process group. `run` is a one-job Worker (a fresh child per call); `WorkerPool` runs
 several engines' Workers side by side. Inside `routed_to(pool)` (zoo/cases.py's walk holds it
@@ -12,7 +12,7 @@ while the cases run) every `run` goes to the pool's Worker for its engine, threa
 setting instead: the same typed results, without starting an engine per job.
 
 Each job's outcome is one typed `ChildResult.status`:
-  ok                  result.json (and outputs.npz) were written
+  ok                  result.json (and outputs/) were written
   unsupported         the engine cannot express the layer or option (zoo.errors.Unsupported)
   engine-unavailable  the engine or the device asked for is not there (EngineUnavailable)
   error               any other exception in the child; reason is its message
@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import engines
+from . import engines, transport
 from .errors import UsageError, ZooError
 
 __all__ = ["ChildResult", "DEFAULT_TIMEOUT", "STATUSES", "STDERR_TAIL", "Terminated", "Worker",
@@ -421,7 +421,7 @@ class _Child:
                 os.truncate(self.folder / name, 0)
             (work / "job.json").write_text(json.dumps(job))
             if arrays:
-                np.savez(work / "inputs.npz", **arrays)
+                transport.save(work / transport.INPUTS, arrays)
             t0 = time.perf_counter()
             code = self._send_and_wait(work, timeout)
             wall = time.perf_counter() - t0
@@ -511,11 +511,8 @@ def _outcome(work: Path, code: int, tail: str, wall: float) -> ChildResult:
         return ChildResult("crashed", reason=f"{why}: {line}" if line else why,
                            stderr_tail=tail, wall_s=wall)
     result = json.loads(res_file.read_text())
-    out_arrays = {}
-    if (work / "outputs.npz").exists():
-        with np.load(work / "outputs.npz", allow_pickle=False) as z:
-            out_arrays = {k: z[k] for k in z.files}
-    return ChildResult("ok", result=result, arrays=out_arrays, stderr_tail=tail, wall_s=wall)
+    return ChildResult("ok", result=result, arrays=transport.load(work / transport.OUTPUTS), stderr_tail=tail,
+                       wall_s=wall)
 
 
 # Lines engines print that are never the cause of a failure: log levels I/W in glog/absl

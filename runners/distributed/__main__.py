@@ -2,8 +2,8 @@
 directly or through the engine's own launcher).
 
 RUNDIR/job.json says what to run (engine, artifact, action "verify" or "bench", batch split,
-timing settings) and RUNDIR/inputs.npz holds the whole batch; each worker takes its rank's
-share. A worker writes RUNDIR/slot-S/result.json (+ outputs.npz: its updated weights) or
+timing settings) and RUNDIR/inputs/ holds the whole batch (zoo/transport.py); each worker takes its rank's
+share. A worker writes RUNDIR/slot-S/result.json (+ outputs/: its updated weights) or
 RUNDIR/slot-S/error.json, S being its launch slot (ZOO_DIST_SLOT, or MXNet's DMLC_TASK_ID);
 the result names the rank the engine's runtime gave it.
 

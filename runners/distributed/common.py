@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import transport
 from zoo.memory import allocator, peak_rss_mb
 
 TEST_FAULTS_VAR = "ZOO_TEST_FAULTS"   # "1": the job's "fault" is honoured (tests only)
@@ -33,8 +34,7 @@ def fault(job: dict) -> str:
 
 
 def inputs(rundir: Path) -> dict[str, np.ndarray]:
-    with np.load(rundir / "inputs.npz", allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return transport.load(rundir / transport.INPUTS, mapped=False)
 
 
 def shard(batch: dict[str, np.ndarray], rank: int, per_worker: int, replicate: bool) -> dict:
@@ -111,7 +111,7 @@ def run_worker(rundir: str) -> int:
                 time.sleep(1)
         result, arrays = module.run(job, inputs(rundir), fault(job))
         if arrays:
-            np.savez(out / "outputs.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+            transport.save(out / transport.OUTPUTS, arrays)
         _write(out / "result.json", result)
         return 0
     except BaseException as e:  # noqa: BLE001 - everything goes to the parent
