@@ -126,3 +126,16 @@ def test_an_out_folder_gets_no_record_and_is_hashed_in_full(hashed, tmp_path):
     assert _build(out=out).reused
     assert sorted(hashed) == sorted(b.manifest["files"])
     assert not (out / files.HASH_RECORD).exists()
+
+
+def test_a_cached_build_copied_to_an_out_folder_is_replaced_not_refused(hashed, tmp_path):
+    """The record is zoo's own file: a copy of a cached build (with its record) in --out is
+    still a zoo build that zoo may replace, and the copy's record vouches for nothing."""
+    import shutil
+    b = _build()
+    out = tmp_path / "copy"
+    shutil.copytree(b.path, out)
+    hashed.clear()
+    assert _build(out=out).reused                     # intact: every file hashed, none refused
+    assert sorted(hashed) == sorted(b.manifest["files"])
+    assert not _build(out=out, force=True).reused     # and zoo may replace it

@@ -30,7 +30,7 @@ from . import __version__, cache, engines, isolation
 from . import net as N
 from . import weights as W
 from .errors import EngineUnavailable, SpecError, UsageError, ZooError
-from .files import recorded_hashes, sha256_file, sha256_stable, swap_folder, write_hash_record
+from .files import HASH_RECORD, recorded_hashes, sha256_file, sha256_stable, swap_folder, write_hash_record
 
 SPACE_FACTOR = 3                  # weights.npz + the engine's copy (+ TF's second one) of them
 SPACE_MARGIN = 32 * 2**20         # spec, graph files, manifest
@@ -228,7 +228,7 @@ def _inspect(target: Path, strict: bool) -> tuple[dict, bool]:
             raise OutRefused(f"{target} is not empty and not a zoo build (no zoo manifest.json); "
                              "zoo replaces only folders it wrote: choose another --out")
         return {}, False
-    listed = set(manifest["files"]) | {"manifest.json"}
+    listed = set(manifest["files"]) | {"manifest.json", HASH_RECORD}   # (a cached build copied here)
     intact = set(manifest["files"]) <= found
     if strict and (extra := sorted(found - listed)):
         raise OutRefused(f"{target} holds files zoo did not write ({', '.join(extra[:3])}"
