@@ -1,8 +1,8 @@
 """The child process: `python -m zoo.runners DIR` runs DIR/job.json for one engine;
 `python -m zoo.runners --serve FD` serves many jobs, one at a time, in one process.
 
-Each job writes DIR/result.json and DIR/outputs/ (zoo/transport.py), or DIR/error.json when the work raised,
-with the kind of failure decided here by exception class (`unsupported`,
+Each job writes DIR/result.json and DIR/outputs/ (zoo/transport.py), or DIR/error.json when
+the work raised, with the kind of failure decided here by exception class (`unsupported`,
 `engine-unavailable`, `error`) and the exception's own message as the one-line reason. The
 parent (zoo/isolation.py) set the thread and device variables before this process started,
 so they are in force before any engine is imported.
@@ -183,7 +183,7 @@ def _runner(job: dict, trains: bool = False):
 
 
 def _inputs(work: Path) -> dict[str, np.ndarray]:
-    return transport.load(work / INPUTS, mapped=False)     # in memory, writable: engines' own
+    return transport.load(work / INPUTS)
 
 
 def do_forward(job: dict, work: Path):

@@ -1,8 +1,6 @@
 """zoo/transport.py, the arrays between zoo and its children: every dtype and layout the
-engines return comes back equal, names are data (never paths), a mapped array may be written
-without touching the file, and it outlives the job folder."""
-
-import shutil
+engines return comes back equal, names are data (never paths), and a folder written again
+(a kept job folder) holds only the latest arrays."""
 
 import numpy as np
 import pytest
@@ -27,26 +25,27 @@ def arrays():
     }
 
 
-@pytest.mark.parametrize("mapped", [True, False])
-def test_every_array_comes_back_equal_under_its_name(tmp_path, mapped):
+def test_every_array_comes_back_equal_under_its_name(tmp_path):
     sent = arrays()
     transport.save(tmp_path / "out", sent)
-    got = transport.load(tmp_path / "out", mapped=mapped)
+    got = transport.load(tmp_path / "out")
     assert list(got) == list(sent)
     for name, a in sent.items():
         assert got[name].dtype == np.asarray(a).dtype and np.array_equal(got[name], a), name
-        assert type(got[name]) is np.ndarray
+        assert type(got[name]) is np.ndarray and got[name].flags.writeable
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         [transport.NAMES] + [f"{i}.npy" for i in range(len(sent))])
 
 
-def test_a_mapped_array_is_private_and_outlives_its_folder(tmp_path):
-    transport.save(tmp_path / "out", {"w": np.arange(1 << 16, dtype=np.float32)})
-    got = transport.load(tmp_path / "out")["w"]
-    got += 1                                            # copy-on-write: the file keeps 0..n
-    assert np.array_equal(transport.load(tmp_path / "out")["w"], np.arange(1 << 16))
-    shutil.rmtree(tmp_path / "out")                     # as the job folder is removed
-    assert np.array_equal(got, np.arange(1 << 16) + 1)
+def test_a_folder_written_again_holds_only_the_latest_arrays(tmp_path):
+    transport.save(tmp_path / "out", arrays())
+    transport.save(tmp_path / "out", {"w": np.ones(3)})
+    assert list(transport.load(tmp_path / "out")) == ["w"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.npy", transport.NAMES]
+    (tmp_path / "out" / "mine.txt").write_text("not zoo's")
+    transport.discard(tmp_path / "out")
+    assert transport.load(tmp_path / "out") == {}
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]   # left alone
 
 
 def test_no_names_file_means_no_arrays_and_objects_are_refused(tmp_path):

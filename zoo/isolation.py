@@ -420,6 +420,8 @@ class _Child:
             for name in ("stdout.txt", "stderr.txt"):     # this job's output only
                 os.truncate(self.folder / name, 0)
             (work / "job.json").write_text(json.dumps(job))
+            for kind in (transport.INPUTS, transport.OUTPUTS):   # a kept folder's earlier job's
+                transport.discard(work / kind)
             if arrays:
                 transport.save(work / transport.INPUTS, arrays)
             t0 = time.perf_counter()
@@ -511,8 +513,8 @@ def _outcome(work: Path, code: int, tail: str, wall: float) -> ChildResult:
         return ChildResult("crashed", reason=f"{why}: {line}" if line else why,
                            stderr_tail=tail, wall_s=wall)
     result = json.loads(res_file.read_text())
-    return ChildResult("ok", result=result, arrays=transport.load(work / transport.OUTPUTS), stderr_tail=tail,
-                       wall_s=wall)
+    return ChildResult("ok", result=result, arrays=transport.load(work / transport.OUTPUTS),
+                       stderr_tail=tail, wall_s=wall)
 
 
 # Lines engines print that are never the cause of a failure: log levels I/W in glog/absl

@@ -34,7 +34,7 @@ def fault(job: dict) -> str:
 
 
 def inputs(rundir: Path) -> dict[str, np.ndarray]:
-    return transport.load(rundir / transport.INPUTS, mapped=False)
+    return transport.load(rundir / transport.INPUTS)
 
 
 def shard(batch: dict[str, np.ndarray], rank: int, per_worker: int, replicate: bool) -> dict:
