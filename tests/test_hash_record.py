@@ -6,6 +6,7 @@ ignored; a user's --out folder gets no record and is always hashed in full."""
 
 import json
 import os
+import time
 
 import pytest
 
@@ -31,7 +32,13 @@ def hashed(monkeypatch, tmp_path):
         return real(path)
 
     monkeypatch.setattr(files, "sha256_file", counting)
+    monkeypatch.setattr(files, "RACY_NS", 0)     # files just written are recorded (see below)
     return seen
+
+
+def _settle():
+    """Past any coarse file-time tick (a few ms), so that a rewrite gets new times."""
+    time.sleep(0.05)
 
 
 def _build(name="linreg", engine="onnx", **kw):
@@ -55,6 +62,7 @@ def test_a_reused_build_is_not_hashed_again_by_the_parent_or_the_runner(hashed):
 def test_a_file_rewritten_in_place_with_its_old_times_is_caught(hashed):
     b = _build()
     model = next(b.path / rel for rel in b.manifest["files"] if rel.endswith(".onnx"))
+    _settle()
     st = os.stat(model)
     data = bytearray(model.read_bytes())
     data[-1] ^= 1                                  # same size, same inode, other bytes
@@ -70,6 +78,7 @@ def test_a_file_rewritten_in_place_with_its_old_times_is_caught(hashed):
 def test_a_replaced_file_is_caught(hashed):
     b = _build()
     model = next(b.path / rel for rel in b.manifest["files"] if rel.endswith(".onnx"))
+    _settle()
     st = os.stat(model)
     other = model.with_name("other")
     other.write_bytes(b"\0" * st.st_size)
@@ -106,6 +115,35 @@ def test_a_malformed_or_forged_record_is_ignored(hashed, record):
     hashed.clear()
     assert _build().reused and sorted(hashed) == sorted(b.manifest["files"])
     assert set(_record(b)) == set(b.manifest["files"])       # and the record rewritten
+
+
+def test_a_well_formed_entry_vouches_only_for_its_identity_and_digest(hashed):
+    """An entry with the file's identity but another digest, or the digest with another
+    identity, is not trusted: the file is hashed (and the record put right)."""
+    b = _build()
+    rels = sorted(b.manifest["files"])
+    right = {rel: files.stat_identity(b.path / rel) for rel in rels}
+    forged = {rels[0]: [*right[rels[0]], "0" * 64],
+              rels[1]: [*right[rels[1]][:2], right[rels[1]][2] + 1, *right[rels[1]][3:],
+                        b.manifest["files"][rels[1]]]}
+    (b.path / files.HASH_RECORD).write_text(json.dumps(forged))
+    hashed.clear()
+    read_manifest(b.path)
+    assert sorted(hashed) == rels
+    hashed.clear()
+    assert _build().reused and sorted(hashed) == rels
+    assert {rel: e[5] for rel, e in _record(b).items()} == b.manifest["files"]
+
+
+def test_files_stamped_within_the_racy_window_are_not_recorded(hashed, monkeypatch):
+    """Just written, a file is hashed at every use until its times are RACY_NS old: a rewrite
+    within a coarse clock's tick would not change its identity."""
+    monkeypatch.setattr(files, "RACY_NS", 3_600 * 10**9)
+    b = _build()
+    assert not (b.path / files.HASH_RECORD).exists()
+    hashed.clear()
+    assert _build().reused and sorted(hashed) == sorted(b.manifest["files"])
+    assert not (b.path / files.HASH_RECORD).exists()
 
 
 def test_a_record_that_is_a_link_is_not_followed(hashed, tmp_path):

@@ -242,10 +242,13 @@ def _inspect(target: Path, strict: bool) -> tuple[dict, bool]:
         path = target / rel
         if rel not in found:
             continue
-        if rel in known and known[rel][1] == digest:
+        if path.is_symlink() or not path.is_file():
+            got, ident = None, None
+        elif rel in known and known[rel][1] == digest:
             record[rel] = known[rel]
             continue
-        got, ident = (None, None) if path.is_symlink() or not path.is_file() else sha256_stable(path)
+        else:
+            got, ident = sha256_stable(path)
         if got != digest:
             if strict:
                 raise OutRefused(f"{path} was changed since zoo wrote it; zoo will not overwrite "
@@ -253,7 +256,7 @@ def _inspect(target: Path, strict: bool) -> tuple[dict, bool]:
             intact = False
         elif ident is not None:
             record[rel] = (ident, got)
-    if not strict and intact and record != known and len(record) == len(manifest["files"]):
+    if not strict and intact and record != known:
         write_hash_record(target, record)
     return manifest, intact
 

@@ -95,9 +95,14 @@ def sha256_file(path: Path) -> str:
 # truncated, a hard link added or removed) changes its inode, size, mtime or ctime, and ctime
 # cannot be set back, so a file whose identity still matches has the recorded bytes; any other
 # file is hashed again. The record is no weaker than the manifest beside it: whoever can
-# rewrite the one can rewrite the other. Never written into a user's --out folder.
+# rewrite the one can rewrite the other. Never written into a user's --out folder. It detects
+# changes, not a failing disk: a file whose bytes rot under an unchanged identity is trusted.
 HASH_RECORD = ".zoo-hashes.json"
 HASH_RECORD_LIMIT = 4 << 20
+# A file stamped this close to now is not recorded: where file times tick coarsely (every few
+# ms before Linux 6.13, whole seconds on some file systems), a same-size rewrite within the
+# tick of the last write leaves the identity as it was. Git's rule for "racily clean" entries.
+RACY_NS = 2_000_000_000
 
 
 def stat_identity(path: str | Path) -> tuple:
@@ -137,10 +142,16 @@ def recorded_hashes(folder: Path, rels) -> dict[str, tuple[tuple, str]]:
 
 
 def write_hash_record(folder: Path, entries: dict[str, tuple[tuple, str]]) -> None:
-    """Record {rel: (identity, digest)} (each from sha256_stable) in `folder`, atomically."""
-    tmp = folder / f"{HASH_RECORD}.{os.getpid()}-{time.time_ns()}.tmp"
+    """Record {rel: (identity, digest)} (each from sha256_stable) in `folder`, atomically,
+    leaving out files stamped within RACY_NS of now (hashed again next time)."""
+    now = time.time_ns()
+    settled = {rel: [*ident, digest] for rel, (ident, digest) in entries.items()
+               if now - max(ident[3], ident[4]) > RACY_NS}
+    if not settled:
+        return
+    tmp = folder / f"{HASH_RECORD}.{os.getpid()}-{now}.tmp"
     try:
-        tmp.write_text(json.dumps({rel: [*ident, digest] for rel, (ident, digest) in entries.items()}))
+        tmp.write_text(json.dumps(settled))
         os.replace(tmp, folder / HASH_RECORD)
     except OSError:             # a record is only a saving: a build without one is hashed
         with contextlib.suppress(OSError):
