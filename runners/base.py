@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import EngineUnavailable
-from zoo.files import recorded_hashes, sha256_stable, stat_identity
+from zoo.files import recorded_hashes, settled, sha256_stable, stat_identity
 from zoo.memory import allocator, peak_rss_mb
 from zoo.errors import ManifestError  # noqa: F401  (re-exported: builds read manifests too)
 
@@ -50,7 +50,7 @@ def read_manifest(artifact: Path) -> dict:
 
 # path -> (its stat identity, its sha256) as last read by this process: a long-lived child runs
 # many jobs on one build, and a 330 MB ViT build took a second to hash for each (a folder
-# outside the cache has no hash record). Identities as in zoo/files.py's HASH_RECORD.
+# outside the cache has no hash record). Identities and the racy rule as in zoo/files.py.
 _digests: dict[Path, tuple[tuple, str]] = {}
 
 
@@ -59,7 +59,7 @@ def _file_digest(path: Path) -> str:
     if known is not None and known[0] == stat_identity(path):
         return known[1]
     digest, ident = sha256_stable(path)
-    if ident is not None:                 # neither rewritten nor replaced while it was read
+    if ident is not None and settled(ident):    # not changed while read, nor just written
         _digests[path] = (ident, digest)
     return digest
 

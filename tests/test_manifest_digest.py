@@ -35,3 +35,17 @@ def test_a_replaced_file_is_refused_even_with_its_old_times(tmp_path):
     os.utime(tmp_path / "model.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(ManifestError, match="does not match"):
         read_manifest(tmp_path)
+
+
+def test_a_just_written_file_is_not_remembered_until_its_times_settle(tmp_path, monkeypatch):
+    """The remembered digest follows zoo/files.py's racy rule: a file stamped within RACY_NS
+    of now is hashed at every read (a coarse file clock could hide a rewrite)."""
+    from zoo import files
+    from zoo.runners import base
+    _build(tmp_path, b"A" * 4096)
+    monkeypatch.setattr(base, "_digests", {})
+    read_manifest(tmp_path)
+    assert base._digests == {}                    # fresh: not remembered
+    monkeypatch.setattr(files, "RACY_NS", 0)
+    read_manifest(tmp_path)
+    assert list(base._digests) == [(tmp_path / "model.bin").resolve()]

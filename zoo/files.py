@@ -110,6 +110,13 @@ def stat_identity(path: str | Path) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def settled(identity: tuple, now: int | None = None) -> bool:
+    """Whether a file's times are older than RACY_NS: only then may its identity stand for
+    its bytes."""
+    now = time.time_ns() if now is None else now
+    return now - max(identity[3], identity[4]) > RACY_NS
+
+
 def sha256_stable(path: Path) -> tuple[str, tuple | None]:
     """(sha256, the file's stat identity), the identity None when the file changed while read."""
     before = stat_identity(path)
@@ -145,13 +152,12 @@ def write_hash_record(folder: Path, entries: dict[str, tuple[tuple, str]]) -> No
     """Record {rel: (identity, digest)} (each from sha256_stable) in `folder`, atomically,
     leaving out files stamped within RACY_NS of now (hashed again next time)."""
     now = time.time_ns()
-    settled = {rel: [*ident, digest] for rel, (ident, digest) in entries.items()
-               if now - max(ident[3], ident[4]) > RACY_NS}
-    if not settled:
+    kept = {rel: [*ident, digest] for rel, (ident, digest) in entries.items() if settled(ident, now)}
+    if not kept:
         return
     tmp = folder / f"{HASH_RECORD}.{os.getpid()}-{now}.tmp"
     try:
-        tmp.write_text(json.dumps(settled))
+        tmp.write_text(json.dumps(kept))
         os.replace(tmp, folder / HASH_RECORD)
     except OSError:             # a record is only a saving: a build without one is hashed
         with contextlib.suppress(OSError):
