@@ -30,7 +30,8 @@ from . import __version__, cache, engines, isolation
 from . import net as N
 from . import weights as W
 from .errors import EngineUnavailable, SpecError, UsageError, ZooError
-from .files import HASH_RECORD, recorded_hashes, sha256_file, sha256_stable, swap_folder, write_hash_record
+from .files import (HASH_RECORD, recorded_hashes, sha256_file, sha256_stable, swap_folder,
+                    write_hash_record)
 
 SPACE_FACTOR = 3                  # weights.npz + the engine's copy (+ TF's second one) of them
 SPACE_MARGIN = 32 * 2**20         # spec, graph files, manifest
@@ -144,7 +145,8 @@ def _write(net, eng, weights, wsha, key, seed, options, target, timeout, in_proc
         else:
             _save_weights(weights, tmp / "weights.npz")
         meta = _convert(net, eng, weights, tmp, options, timeout, in_process, target)
-        hashed = {str(p.relative_to(tmp)): sha256_stable(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        hashed = {str(p.relative_to(tmp)): sha256_stable(p)
+                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         files = {rel: digest for rel, (digest, _) in hashed.items()}
         manifest = {
             "zoo_version": __version__, "key": key, "network": net.name,

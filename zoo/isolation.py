@@ -4,10 +4,10 @@ Every conversion, run and timing of an engine happens in a child, `python -m zoo
 --serve FD` (runners/__main__.py). A `Worker` owns one such child for one engine and
 thread/device setting and sends it jobs one at a time: for each, the parent writes
 DIR/job.json (and DIR/inputs/, arrays as zoo/transport.py writes them), sends DIR on the
-child's stdin and waits, with a timeout, for its one-line answer. The engine's thread, device and log variables are in the child's
-environment (in force before the engine is imported); the child is the leader of its own
-process group. `run` is a one-job Worker (a fresh child per call); `WorkerPool` runs
-several engines' Workers side by side. Inside `routed_to(pool)` (zoo/cases.py's walk holds it
+child's stdin and waits, with a timeout, for its one-line answer. The engine's thread,
+device and log variables are in the child's environment (in force before the engine is
+imported); the child is the leader of its own process group. `run` is a one-job Worker (a
+fresh child per call); `WorkerPool` runs several engines' Workers side by side. Inside `routed_to(pool)` (zoo/cases.py's walk holds it
 while the cases run) every `run` goes to the pool's Worker for its engine, thread and device
 setting instead: the same typed results, without starting an engine per job.
 
