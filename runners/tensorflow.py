@@ -260,7 +260,7 @@ class Runner(BaseRunner):
                 sub = None if layer.kind.is_input else self._layer_model(layer, train)
                 if sub is None:
                     continue
-                xs = [tf.constant(values[b]) for b in layer.bottoms]
+                xs = [tf.constant(values[b]) for b in _unique(layer.bottoms)]
                 fwd = tf.function(lambda xs, sub=sub: sub(xs, training=train))
                 if train:
                     both = tf.function(lambda xs, sub=sub: _gradients(tf, sub, xs, train))
@@ -296,7 +296,7 @@ class Runner(BaseRunner):
         if not all(where[b] in names for b in layer.bottoms + layer.tops):
             model = self.model       # off the loss's path: only in the inference model
         outs = [model.get_layer(where[t]).output for t in layer.tops]
-        ins = [model.get_layer(where[b]).output for b in layer.bottoms]
+        ins = [model.get_layer(where[b]).output for b in _unique(layer.bottoms)]
         return self.keras.Model(ins, outs)
 
     def device_name(self) -> str:
@@ -307,6 +307,12 @@ class Runner(BaseRunner):
         # which CPU kernels ran (zoo/engines.py sets 1 unless the user chose)
         return {"tensorflow": self.tf.__version__, "keras": self.keras.__version__,
                 "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default")}
+
+
+def _unique(blobs: list[str]) -> list[str]:
+    """A layer's bottoms, each once: a Keras model takes a tensor as one input only (an
+    Eltwise of a blob with itself, as in ResNet-56's zero shortcut, reads it twice)."""
+    return list(dict.fromkeys(blobs))
 
 
 def _host(out) -> None:

@@ -62,3 +62,28 @@ def test_engine_names_map_to_spec_layers():
     rows = [{"layer": "fc3", "forward_s": 1.0, "backward_s": 2.0},
             {"layer": "fc3_fc3_0_split", "forward_s": 0.5, "backward_s": 0.0}]
     assert by_spec_layer(rows, layers) == [{"layer": "fc3", "forward_s": 1.5, "backward_s": 2.0}]
+
+
+SQUARE = """name: "t-square"
+train { lr: 0.01 batch_cpu: 64 batch_gpu: 64 }
+layer { name: "data" type: "Input" input_param { shape: [64, 32] } }
+layer { name: "label" type: "Input" input_param { shape: [64] dtype: INT64 } }
+layer { name: "fc1" type: "InnerProduct" bottom: "data" inner_product_param { num_output: 32 } }
+layer { name: "square" type: "Eltwise" bottom: "fc1" bottom: "fc1" eltwise_param { operation: PROD } }
+layer { name: "fc2" type: "InnerProduct" bottom: "square" inner_product_param { num_output: 10 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc2" bottom: "label" }
+"""
+
+
+@pytest.mark.parametrize("engine", ["tensorflow", "mxnet"])
+def test_a_layer_reading_one_blob_twice_is_profiled(engine, tmp_path):
+    """ResNet-56's zero shortcut is an Eltwise of a blob with itself; a Keras sub-model
+    cannot take one tensor as two inputs, which once failed TensorFlow's whole profile."""
+    require_engine(engine)
+    spec = tmp_path / "square.prototxt"
+    spec.write_text(SQUARE)
+    [row] = benchmark.bench([str(spec)], [engine], threads=[1], mode="train", warmup=1, iters=2,
+                            min_time=0, max_time=1, layers=True, peak=False)
+    assert row["status"] == "ok", row["reason"]
+    assert row["layers"], row.get("layers_reason")
+    assert "square" in {l["layer"] for l in row["layers"]}
