@@ -329,8 +329,11 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
            workers: Optional[int] = typer.Option(None, "--workers", help="data-parallel: one SGD step on N workers per node against the single-process oracle (train only)"),
            nodes: int = typer.Option(1, "--nodes", help="data-parallel: machines taking part"),
            node_rank: int = typer.Option(0, "--node-rank", help="data-parallel: this machine's rank"),
-           master: Optional[str] = typer.Option(None, "--master", help="data-parallel: HOST:PORT of node 0")):
+           master: Optional[str] = typer.Option(None, "--master", help="data-parallel: HOST:PORT of node 0"),
+           optimize: bool = typer.Option(False, "--optimize", help="each engine's optimised configuration, the one bench --optimize times")):
     """Do the engines agree with the float64 reference? Exit 0 only if every case passed."""
+    if workers is not None and optimize:
+        raise UsageError("--optimize verifies single-process engines; it does not combine with --workers")
     if workers is not None:
         _verify_data_parallel(specs, engines_, mode, workers, nodes, node_rank, master, threads,
                               device, seed, timeout, json_file)
@@ -353,7 +356,7 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
     engine_list = options.engine_names(engine_names)
     if not specs:
         _say_whole_zoo("verifying", len(engine_list) * len(modes))
-    t = Table(title="zoo verify")
+    t = Table(title="zoo verify, each engine's optimised configuration" if optimize else "zoo verify")
     for col in ("network", "engine", "mode", "status", "max abs err", "max rel err",
                 "first bad layer", "reason"):
         t.add_column(col, overflow="fold")
@@ -371,7 +374,8 @@ def verify(specs: List[str] = typer.Argument(None, help="zoo NAMEs or spec FILEs
                             shown.label(c.network, c.engine, c.mode, threads))
 
         results = zoo.verify(specs or None, engine_names, mode, batch, atol, rtol, seed, device,
-                             threads, timeout, progress, layers, dtype, jobs, shown.case_started)
+                             threads, timeout, progress, layers, dtype, jobs, shown.case_started,
+                             optimize)
     for c in results:
         style = STATUS_STYLE[c.status]
         t.add_row(c.network, c.engine, c.mode, f"[{style}]{c.status}[/{style}]",

@@ -136,6 +136,9 @@ def _load_runner(job: dict):
     runner = mod.Runner(Path(job["artifact"]), job["device"], job.get("threads"),
                         job.get("options") or {})
     runner.load()
+    # a test's broken optimised model is broken for every job: zoo bench's own check and the
+    # oracle's (zoo verify --optimize) must both see it
+    _perturb_optimized(runner, _fault_for(job))
     return runner
 
 
@@ -186,16 +189,26 @@ def _inputs(work: Path) -> dict[str, np.ndarray]:
     return transport.load(work / INPUTS)
 
 
+def _configuration(runner, mode: str) -> dict:
+    """With options {"optimize": True} (zoo verify --optimize): what the optimised
+    configuration enables, or Unsupported (the case is skipped) for an engine without one,
+    which would otherwise be verified as built under the optimised name."""
+    return {"enabled": runner.optimizations(mode)} if runner.optimize else {}
+
+
 def do_forward(job: dict, work: Path):
     with _runner(job) as (runner, how):
+        enabled = _configuration(runner, "infer")
         outs = runner.forward(_inputs(work), job.get("expose"))
-        return {"blobs": sorted(outs), "runner": how, **runner.info()}, outs
+        return {"blobs": sorted(outs), "runner": how, **enabled, **runner.info()}, outs
 
 
 def do_train(job: dict, work: Path):
     with _runner(job, trains=True) as (runner, how):
+        enabled = _configuration(runner, "train")
         losses, weights = runner.train_step(_inputs(work), int(job.get("steps", 1)))
-        return {"losses": [float(x) for x in losses], "runner": how, **runner.info()}, weights
+        return ({"losses": [float(x) for x in losses], "runner": how, **enabled, **runner.info()},
+                weights)
 
 
 def do_train_forward(job: dict, work: Path):
@@ -204,6 +217,7 @@ def do_train_forward(job: dict, work: Path):
     from zoo import branches
     # trains: training mode updates BatchNorm's statistics
     with _runner(job, trains=True) as (runner, how):
+        _configuration(runner, "train")
         inputs, steps = _inputs(work), int(job.get("after_steps", 0))
         weights = runner.train_step(inputs, steps)[1] if steps else {}
         outs = runner.train_forward(inputs, job["expose"])
@@ -246,9 +260,9 @@ def _perturb_optimized(runner, kind: str) -> None:
 
 def do_bench(job: dict, work: Path):
     runner = _load_runner(job)
-    _perturb_optimized(runner, _fault_for(job))
     inputs, check = split_check(_inputs(work))
     check["rows"] = job.get("check_rows", 0)
+    check["train_verified"] = job.get("train_verified")
     return runner.bench(inputs, job["mode"], job["warmup"], job["iters"],
                         job["min_time"], job.get("layers", False), check=check), {}
 

@@ -230,15 +230,26 @@ class Runner:
         updated weights against the default configuration's step on the same batch from
         the same weights (the eager path `zoo verify --mode train` checks against the
         float64 oracle), at verify's tolerances. {"status": "pass"|"fail", "reason",
-        "checked": [...], "worst_ratio"}."""
+        "checked": [...], "worst_ratio", "failed": "forward"|"train" when it failed}.
+        check["train_verified"]: the parent has verified the optimised training step against
+        the float64 oracle (zoo verify --optimize, zoo/benchmark.py says when): only the
+        forward outputs are checked here, and the verdict says so."""
         from zoo import compare
         diffs, note = self._forward_diffs(inputs, check, compare), ""
-        if mode == "train" and all(d.ok for d in diffs):
+        forward_ok = all(d.ok for d in diffs)
+        if mode == "train" and forward_ok and check.get("train_verified"):
+            note = f"train step: {check['train_verified']}"
+        elif mode == "train" and forward_ok:
             train, note = self._train_diffs(inputs, compare)
             diffs += train
         out = _verdict(diffs, mode)
+        if out["status"] == "fail":
+            out["failed"] = "train" if forward_ok and diffs else "forward"
         if note:
             out["tolerance"] = note
+        if mode == "train" and check.get("train_verified"):
+            out["against"] = ("forward: float64 NumPy reference (scale-aware bounds); train step: "
+                              "the float64 oracle, in the parent (zoo verify --optimize)")
         return out
 
     def _forward_diffs(self, inputs, check: dict, compare) -> list:

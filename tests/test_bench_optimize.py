@@ -63,6 +63,8 @@ def test_a_wrong_optimised_model_fails_and_is_not_timed(monkeypatch, engine, mod
     assert opt["config"] == "optimized" and opt["status"] == "fail", opt
     assert "failed verification" in opt["reason"] and what in opt["reason"], opt["reason"]
     assert opt["verification"]["status"] == "fail"
+    if mode == "train":     # the oracle, asked when only the step's comparison failed, agrees
+        assert opt["oracle_verification"]["status"] == "fail", opt["oracle_verification"]
     assert all(opt.get(k) is None for k in TIMED), opt
 
 

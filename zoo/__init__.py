@@ -100,7 +100,8 @@ def verify(names: list[str | Path | Net] | None = None, engines: list[str] | Non
            threads: int | None = None, timeout: float = 900.0,
            progress: Callable[[CaseResult], None] | None = None,
            layers: bool = False, dtype: str = "float32",
-           jobs: int | None = None, started: Callable | None = None) -> list[CaseResult]:
+           jobs: int | None = None, started: Callable | None = None,
+           optimize: bool = False) -> list[CaseResult]:
     """Do the engines compute what the specs mean? One CaseResult per network x engine x
     mode, in that order.
 
@@ -121,10 +122,12 @@ def verify(names: list[str | Path | Net] | None = None, engines: list[str] | Non
     and `progress(result)` after it. A CaseResult has
     .status ("pass", "fail", "error", "skipped"), .reason, .max_abs_err, .max_rel_err,
     .first_bad_layer, .layers, .seconds and .to_dict(). Meaningless options raise UsageError
-    before anything runs."""
+    before anything runs. `optimize=True` verifies each engine's optimised configuration,
+    the one `bench(optimize=True)` times, against the same references (an engine without
+    one is skipped)."""
     from .verifier import verify as _verify
     return _verify(names, engines, mode, batch, atol, rtol, seed, device, threads, timeout,
-                   progress, layers, dtype, jobs, started)
+                   progress, layers, dtype, jobs, started, optimize)
 
 
 def bench(names: list[str | Path | Net] | None = None, engines: list[str] | None = None,

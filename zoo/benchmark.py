@@ -93,6 +93,8 @@ class _Batch:
     inputs: dict
     fwd_flops: int
     check: dict | None = None    # --optimize: reference outputs and bounds of the first rows
+    net: N.Net | None = None     # --optimize: for verify's oracle, when the parent asks it
+    seed: int = 0
 
 
 def _check_arrays(net: N.Net, inputs: dict, seed: int) -> dict:
@@ -158,7 +160,7 @@ def bench(names: list | None = None, engines_: list[str] | None = None, device: 
         netb = net.with_batch(b)
         inputs = data.make(netb, seed)
         check = _check_arrays(net, inputs, seed) if optimize else None
-        return _Batch(b, inputs, netb.flops, check)
+        return _Batch(b, inputs, netb.flops, check, net, seed)
 
     configs = CONFIGS if optimize else CONFIGS[:1]
 
@@ -257,8 +259,20 @@ def _measure(row: dict, case: cases.Case, job: dict, p: _Batch, device: str, lay
                        load_after=S.load_average())
             return
         if not _verified(row, res.result):
-            row["load_after"] = S.load_average()
-            return
+            if not _oracle_decides(row, job, case, p, device, timeout):
+                row["load_after"] = S.load_average()
+                return
+            # the oracle passed the step: this child stopped before timing, so time it in
+            # another, which checks the forward outputs again and leaves the step to the oracle
+            res = isolation.run(case.engine, "bench", job, p.inputs if arrays is None else arrays,
+                                threads=case.threads, device=device, timeout=timeout)
+            if not res.ok:
+                settled = cases.child_failed(res)
+                row.update(status=settled.status, reason=settled.reason, load_after=S.load_average())
+                return
+            if not _verified(row, res.result):
+                row["load_after"] = S.load_average()
+                return
         runs.append(res.result)
     row["load_after"] = S.load_average()
     _summarise(row, runs, case, ci_width)
@@ -281,6 +295,35 @@ def _verified(row: dict, result: dict) -> bool:
         return True
     row.update(status="fail", reason=f"optimised model failed verification, not timed: {v['reason']}")
     return False
+
+
+def _oracle_decides(row: dict, job: dict, case: cases.Case, p: _Batch, device: str,
+                    timeout: float) -> bool:
+    """When an optimised training step failed only its comparison with the default
+    configuration's float32 step, let verify's calibrated judge decide: the same step (same
+    batch, weights and inputs) against the float64 oracle, with its branch matching at ReLU
+    kinks and its conditioning probe (`zoo verify --optimize`). The in-child comparison has
+    neither: a fused kernel's reordered float32 sums take the other side of a kink at a few
+    units, moving an update by more than 2^-24 input moves do (TensorFlow's fused BatchNorm
+    on ResNet-56: 1.04x that tolerance). True, with `job` now saying so, when the oracle
+    passes it; the row keeps both verdicts. The row's status is back to ok then."""
+    v = row.get("verification") or {}
+    if (case.mode != "train" or v.get("failed") != "train" or p.net is None
+            or not job.get("options", {}).get("optimize")):
+        return False
+    from .verifier import verify
+    [result] = verify([p.net], [case.engine], "train", batch=p.size, seed=p.seed, device=device,
+                      threads=case.threads, timeout=timeout, jobs=1, optimize=True)
+    row["oracle_verification"] = {"status": result.status, "reason": result.reason,
+                                  "tolerance": result.tolerance_source, "batch": p.size}
+    if result.status != "pass":
+        return False
+    job["train_verified"] = (
+        f"passed zoo verify --optimize against the float64 oracle at batch {p.size} "
+        f"({result.tolerance_source}); its comparison here with the default float32 step "
+        f"was inconclusive ({v.get('reason')})")
+    row.update(status="ok", reason="")
+    return True
 
 
 def _summarise(row: dict, runs: list[dict], case: cases.Case, ci_width: float) -> None:

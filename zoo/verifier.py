@@ -108,12 +108,20 @@ class Problem(contextlib.AbstractContextManager):
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     bound_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     dtype: str = "float32"              # what the engines compute in (exact mode: float64)
+    # the engines' runner options (never the oracle's): {"optimize": True} verifies each
+    # engine's optimised configuration, the one `zoo bench --optimize` times
+    engine_options: dict = field(default_factory=dict)
 
     def __exit__(self, *exc) -> None:
         self.resources.close()
 
+    def job(self, **job) -> dict:
+        """An engine's job (not the oracle's), with the engines' runner options."""
+        return {**job, "options": self.engine_options} if self.engine_options else job
 
-def _prepare(name, batch: int, seed: int, dtype: str = "float32") -> Problem:
+
+def _prepare(name, batch: int, seed: int, dtype: str = "float32",
+             engine_options: dict | None = None) -> Problem:
     net = name if isinstance(name, N.Net) else N.load(name)
     netb = net.with_batch(batch)
     weights = W.for_net(net, seed)
@@ -121,7 +129,8 @@ def _prepare(name, batch: int, seed: int, dtype: str = "float32") -> Problem:
     if dtype == "float64":   # the same values (zoo's data are float32), fed as float64
         inputs = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in inputs.items()}
     ref = reference.forward(netb, weights, inputs)
-    return Problem(net, netb, weights, inputs, ref, dtype=dtype)
+    return Problem(net, netb, weights, inputs, ref, dtype=dtype,
+                   engine_options=dict(engine_options or {}))
 
 
 def _wrong_dtype(p: Problem, arrays: dict, what: str) -> str | None:
@@ -185,7 +194,7 @@ def _blob_diffs(p: Problem, arrays: dict, judge) -> list[tuple[object, compare.D
 
 
 def _exposed_run(p: Problem, engine: str, artifact, device, threads, timeout):
-    return isolation.run(engine, "forward", {"artifact": str(artifact), "expose": ["*"]},
+    return isolation.run(engine, "forward", p.job(artifact=str(artifact), expose=["*"]),
                          p.inputs, device=device, threads=threads, timeout=timeout)
 
 
@@ -208,7 +217,7 @@ def layer_row(layer, d: compare.Diff) -> dict:
 
 def _forward_case(p: Problem, engine: str, art, device, threads, tol, timeout, case,
                   layers: bool = False):
-    res = isolation.run(engine, "forward", {"artifact": str(art.path)}, p.inputs,
+    res = isolation.run(engine, "forward", p.job(artifact=str(art.path)), p.inputs,
                         device=device, threads=threads, timeout=timeout)
     if not res.ok:
         _settle(case, cases.child_failed(res))
@@ -303,7 +312,7 @@ def _train_case(p: Problem, engine: str, art, device, threads, tol, timeout, see
     zoo/cases.py skips it). The engine steps before the oracle is asked for, so that in a
     pooled walk its job runs while the oracle is computed."""
     steps = train_steps(p.net)
-    res = isolation.run(engine, "train", {"artifact": str(art.path), "steps": steps},
+    res = isolation.run(engine, "train", p.job(artifact=str(art.path), steps=steps),
                         p.inputs, device=device, threads=threads, timeout=timeout)
     oracle = _oracle(p, seed, timeout)
     if "error" in oracle:
@@ -411,8 +420,8 @@ def _own_point_losses(p: Problem, engine: str, art, device, threads, got: list, 
     labels = set(p.netb.labels)     # a logits blob is exposed: every engine exposes one
     expose = [b for l in p.netb.loss_layers for b in l.bottoms if b not in labels][:1]
     for before in range(1, min(steps, len(got))):
-        res = isolation.run(engine, "train_forward", {"artifact": str(art.path), "after_steps": before,
-                                                       "expose": expose},
+        res = isolation.run(engine, "train_forward", p.job(artifact=str(art.path), after_steps=before,
+                                                           expose=expose),
                             p.inputs, device=device, threads=threads, timeout=timeout)
         if not res.ok:
             return f"no check at the engine's own weights: its training forward failed: {res.reason}"
@@ -454,8 +463,8 @@ def _branch_matched(p: Problem, engine: str, art, device, threads, oracle: dict,
         return {}
     codes, checks = [], []
     for before in range(steps):
-        res = isolation.run(engine, "train_forward", {"artifact": str(art.path), "after_steps": before,
-                                                       "expose": [l.tops[0] for l in layers]},
+        res = isolation.run(engine, "train_forward", p.job(artifact=str(art.path), after_steps=before,
+                                                           expose=[l.tops[0] for l in layers]),
                             p.inputs, device=device, threads=threads, timeout=timeout)
         if not res.ok:
             return {"why": f"the engine's training forward failed: {res.reason}"}
@@ -578,15 +587,20 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
            seed: int = 0, device: str = "cpu", threads: int | None = None,
            timeout: float = 900.0, progress: Callable[[CaseResult], None] | None = None,
            layers: bool = False, dtype: str = "float32", jobs: int | None = None,
-           started: Callable[[cases.Case], None] | None = None) -> list[CaseResult]:
+           started: Callable[[cases.Case], None] | None = None,
+           optimize: bool = False) -> list[CaseResult]:
     """Verify networks (default: the whole zoo) on engines (default: all registered). Options
     that would make the check meaningless are refused (zoo.errors.UsageError, exit 2).
     layers: compare every blob (forward, with every blob exposed) and every parameter's
     update (train) and keep the per-layer numbers in each result's `layers`.
     dtype: "float32", or "float64" for exact mode (the module's docstring).
     jobs: engine children running at once (default: one per core, each with its share of
-    the cores as threads unless `threads` is given); see zoo/cases.py."""
+    the cores as threads unless `threads` is given); see zoo/cases.py.
+    optimize: each engine in its optimised configuration, the one `zoo bench --optimize`
+    times (runner option {"optimize": True}), judged as the default one is; an engine that
+    has none is skipped, saying so."""
     dtype = _dtype(dtype)
+    engine_options = {"optimize": True} if optimize else {}
     mode = options.mode(mode, MODES)
     batch = options.positive_int("batch", batch) or DEFAULT_BATCH
     atol, rtol = options.tolerance("atol", atol), options.tolerance("rtol", rtol)
@@ -629,7 +643,7 @@ def verify(names: list | None = None, engines_: list[str] | None = None, mode: s
             _oracle(p, seed, timeout)
 
     modes = ["forward", "train"] if mode == "both" else [mode]
-    return cases.walk(names, engines_, modes, prepare=lambda net: _prepare(net, batch, seed, dtype),
+    return cases.walk(names, engines_, modes, prepare=lambda net: _prepare(net, batch, seed, dtype, engine_options),
                       run=run, settle=settle, inference_mode="forward", threads=[threads],
                       seed=seed, timeout=timeout, progress=progress, jobs=jobs, started=started,
                       build_options={} if dtype == "float32" else {"dtype": dtype},
