@@ -3,8 +3,9 @@ NAME-train-symbol.json (the same parameters, with the spec's loss layers as MXNe
 written by zoo.converters.mxnet): the training step is load, feed, backward, step; no loss
 formula lives here.
 
-Threads come from OMP_NUM_THREADS / MXNET_CPU_WORKER_NTHREADS, set by the parent before this
-process started. numpy.bool is restored before MXNet is imported (zoo.converters.mxnet).
+Threads come from OMP_NUM_THREADS (each operator's), set by the parent before this process
+started, with MXNET_CPU_WORKER_NTHREADS=1 (one operator at a time: zoo/engines.py says why).
+numpy.bool is restored before MXNet is imported (zoo.converters.mxnet).
 The training step is autograd + gluon.Trainer SGD: MXNet's update
 (v = mu v - lr (g + wd w); w += v) is PyTorch's for a constant learning rate. The .params
 file is MXNet's binary NDArray format (no pickle); optimizer .states files are never read.

@@ -113,6 +113,10 @@ def test_thread_variables_reach_the_child_before_import():
     env = engines.get("tensorflow").environment(3, "cpu")
     assert env["OMP_NUM_THREADS"] == "3" and env["CUDA_VISIBLE_DEVICES"] == ""
     assert os.environ.get("ZOO_FAULT") is None
+    # MXNet: each operator on the threads asked, one operator at a time (two at once on
+    # two threads each would oversubscribe the cores)
+    env = engines.get("mxnet").environment(2, "cpu")
+    assert env["OMP_NUM_THREADS"] == "2" and env["MXNET_CPU_WORKER_NTHREADS"] == "1"
 
 
 def test_gpu_device_without_cuda_is_a_clear_skip():

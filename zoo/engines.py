@@ -276,7 +276,10 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
     Engine("mxnet", ("mxnet",), ("mxnet",), "mxnet", train=True,
            converter="zoo.converters.mxnet", runner="zoo.runners.mxnet",
            dtypes=("float32", "float64"),   # float64 LRN is refused by the converter (float32 kernel)
-           thread_vars=("MXNET_CPU_WORKER_NTHREADS",)),
+           # OMP_NUM_THREADS sets each operator's threads; the worker pool runs independent
+           # operators at once, so more than one worker oversubscribes the cores (ResNet-56's
+           # training step on 2 threads: 508 ms with 2 workers, 446 ms with 1)
+           single_thread_vars=("MXNET_CPU_WORKER_NTHREADS",)),
     # real BVLC Caffe, built by scripts/build_caffe.sh (no wheel exists)
     Engine("caffe", (), ("caffe",), "caffe", train=True,
            converter="zoo.converters.caffe", runner="zoo.runners.caffe", gaps=CAFFE_FILE_GAPS,
