@@ -240,7 +240,9 @@ def _perturb_optimized(runner, kind: str) -> None:
     """Test hook (ZOO_FAULT=ENGINE:perturb-optimized or perturb-optimized-step): the
     optimised model answers slightly wrong (outputs, or a training step's updated weights,
     scaled by 1 + 1e-3), as a subtly broken compiler would, so the tests can show such a
-    model is reported as failing and never timed."""
+    model is reported as failing and never timed. perturb-optimized-step-bench: the step
+    only in bench children (do_bench), so that bench's own comparison fails and verify's
+    oracle passes, the case the oracle decides (zoo/benchmark.py, `_oracle_decides`)."""
     if not runner.optimize:
         return
     if kind == "perturb-optimized":
@@ -260,6 +262,8 @@ def _perturb_optimized(runner, kind: str) -> None:
 
 def do_bench(job: dict, work: Path):
     runner = _load_runner(job)
+    if _fault_for(job) == "perturb-optimized-step-bench":
+        _perturb_optimized(runner, "perturb-optimized-step")
     inputs, check = split_check(_inputs(work))
     check["rows"] = job.get("check_rows", 0)
     check["train_verified"] = job.get("train_verified")

@@ -249,31 +249,30 @@ def _measure(row: dict, case: cases.Case, job: dict, p: _Batch, device: str, lay
              timeout: float, repeat: int = 1, ci_width: float = 0.1,
              arrays: dict | None = None) -> None:
     row["load_before"] = S.load_average()
-    runs = []
-    for _ in range(repeat):             # each in a fresh child: their spread is the point
+
+    def timed() -> dict | None:
+        """One bench child's result; None, the row saying why, when the child failed."""
         res = isolation.run(case.engine, "bench", job, p.inputs if arrays is None else arrays,
                             threads=case.threads, device=device, timeout=timeout)
         if not res.ok:
             settled = cases.child_failed(res)
-            row.update(status=settled.status, reason=settled.reason,
-                       load_after=S.load_average())
+            row.update(status=settled.status, reason=settled.reason)
+            return None
+        return res.result
+
+    runs = []
+    for _ in range(repeat):             # each in a fresh child: their spread is the point
+        result = timed()
+        ok = result is not None and _verified(row, result)
+        # a child whose optimised step failed only its own comparison stopped before timing:
+        # when the oracle passes that step, another child times it (its forward checked again)
+        if result is not None and not ok and _oracle_decides(row, job, case, p, device, timeout):
+            result = timed()
+            ok = result is not None and _verified(row, result)
+        if not ok:
+            row["load_after"] = S.load_average()
             return
-        if not _verified(row, res.result):
-            if not _oracle_decides(row, job, case, p, device, timeout):
-                row["load_after"] = S.load_average()
-                return
-            # the oracle passed the step: this child stopped before timing, so time it in
-            # another, which checks the forward outputs again and leaves the step to the oracle
-            res = isolation.run(case.engine, "bench", job, p.inputs if arrays is None else arrays,
-                                threads=case.threads, device=device, timeout=timeout)
-            if not res.ok:
-                settled = cases.child_failed(res)
-                row.update(status=settled.status, reason=settled.reason, load_after=S.load_average())
-                return
-            if not _verified(row, res.result):
-                row["load_after"] = S.load_average()
-                return
-        runs.append(res.result)
+        runs.append(result)
     row["load_after"] = S.load_average()
     _summarise(row, runs, case, ci_width)
     row["samples_per_s"] = row["batch"] / row["median_s"]
