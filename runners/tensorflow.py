@@ -58,7 +58,6 @@ class Runner(BaseRunner):
         self._train_state = None     # its state as loaded, when it is to be rewound
         self._rewindable = False
         self.xla = bool(self.options.get("xla"))
-        self.fuse_batch_norm = self.optimize
         self._infer_fn = None        # the tf.function that forward (optimize) and bench share
 
     @property
@@ -69,7 +68,7 @@ class Runner(BaseRunner):
             with self.tf.device(self.tf_device):
                 self._model = self.keras.saving.load_model(str(self.dir / "model.keras"),
                                                            safe_mode=True)
-            if self.fuse_batch_norm:
+            if self.optimize:       # its fused BatchNorm (`_fuse_batch_norms`)
                 _fuse_batch_norms(self.tf, self.keras, self._model)
         return self._model
 
@@ -159,7 +158,7 @@ class Runner(BaseRunner):
             with self.tf.device(self.tf_device):
                 self.train_model = self.keras.saving.load_model(str(self.dir / TRAIN_MODEL_FILE),
                                                                 safe_mode=True)
-            if self.fuse_batch_norm:
+            if self.optimize:       # its fused BatchNorm (`_fuse_batch_norms`)
                 _fuse_batch_norms(self.tf, self.keras, self.train_model)
             if self._rewindable:
                 self._train_state = ([v.numpy() for v in self.train_model.variables],
