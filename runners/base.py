@@ -25,7 +25,7 @@ import numpy as np
 
 from zoo.errors import EngineUnavailable
 from zoo.files import recorded_hashes, settled, sha256_stable, stat_identity
-from zoo.memory import allocator, peak_rss_mb
+from zoo.memory import allocator, huge_page_kb, peak_rss_mb
 from zoo.errors import ManifestError  # noqa: F401  (re-exported: builds read manifests too)
 
 
@@ -205,6 +205,7 @@ class Runner:
         out.update({
             "settings": settings.to_dict(),
             "peak_rss_mb": peak_rss_mb(),
+            "huge_pages_mb": huge_page_kb() / 1024,     # of it, in transparent huge pages
             "peak_device_mb": self.peak_device_memory_mb(),
             **self.info(),
         })

@@ -77,3 +77,53 @@ def test_a_runner_reports_its_allocator(tmp_path):
                      min_time=0, max_time=2, peak=False)
     assert rows[0]["status"] == "ok", rows[0]
     assert "M_MMAP_MAX=0" in rows[0]["allocator"], rows[0]
+
+
+HUGE = """
+import ctypes, sys
+from zoo.memory import huge_page_kb, keep_freed_memory
+print(keep_freed_memory(), file=sys.stderr)
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+p = libc.malloc(2**26)               # 64 MiB from the heap, touched
+ctypes.memset(p, 1, 2**26)
+print(huge_page_kb())
+"""
+
+
+def _child_huge_kb(monkeypatch, zoo_malloc: str) -> tuple[int, str]:
+    import os
+    from zoo import engines
+    monkeypatch.setenv("ZOO_MALLOC", zoo_malloc)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    env = {**os.environ, **engines.get("torch").environment(1, "cpu")}   # a runner child's
+    out = subprocess.run([sys.executable, "-c", HUGE], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout), out.stderr.strip()
+
+
+def test_runner_children_ask_for_transparent_huge_pages(monkeypatch):
+    from zoo.memory import thp_mode
+    mode = thp_mode()
+    huge, said = _child_huge_kb(monkeypatch, "")
+    assert f"transparent huge pages (glibc.malloc.hugetlb=1; the kernel's THP mode: {mode})" in said, said
+    if mode in ("madvise", "always"):
+        assert huge >= 32 * 1024, huge          # most of the 64 MiB in 2 MiB pages
+    else:                                       # the kernel offers none: the report says so
+        assert huge == 0 and mode in ("never", "unknown"), (huge, mode)
+    # ZOO_MALLOC=kept: the same, in 4 KiB pages (where THP is "always" the kernel uses huge
+    # pages anyway, whatever malloc asks)
+    huge, said = _child_huge_kb(monkeypatch, "kept")
+    assert "M_MMAP_MAX=0" in said and "huge" not in said, said
+    if mode == "madvise":
+        assert huge == 0, huge
+
+
+def test_the_users_own_glibc_tunables_are_kept(monkeypatch):
+    from zoo import memory
+    monkeypatch.delenv("ZOO_MALLOC", raising=False)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    assert memory.child_environment() == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"}
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    assert memory.child_environment() == {}

@@ -56,7 +56,7 @@ KEYS = ["network", "engine", "config", "enabled", "device", "threads", "batch", 
 _FROM_CHILD = ("median_s", "mean_s", "min_s", "max_s", "q1_s", "q3_s", "iqr_s", "p10_s", "p90_s",
                "p99_s", "cv", "ci_low_s", "ci_high_s", "ci_rel_width", "iters", "warmup_iters",
                "warmup_s", "warmup_settled", "stopped_by", "elapsed_s", "others_cores",
-               "own_cores", "peak_rss_mb", "peak_device_mb", "device_name", "versions", "allocator")
+               "own_cores", "peak_rss_mb", "huge_pages_mb", "peak_device_mb", "device_name", "versions", "allocator")
 
 
 def cpu_model() -> str:

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from . import memory
 from .errors import EngineUnavailable, Unsupported, UsageError
 
 
@@ -120,8 +121,8 @@ class Engine:
 
     def environment(self, threads: int | None, device: str) -> dict[str, str]:
         """Variables set in this engine's child before it starts (so they are in force before
-        the engine is imported): its thread pools, which GPUs exist (none for cpu runs), and
-        its log levels."""
+        the engine is imported): its thread pools, which GPUs exist (none for cpu runs), its
+        log levels and the C allocator's tunables (zoo/memory.py)."""
         env = {"PYTHONUNBUFFERED": "1"}
         if threads:
             t = str(threads)
@@ -132,6 +133,7 @@ class Engine:
             env["CUDA_VISIBLE_DEVICES"] = ""
         env.update(dict(self.quiet_env))
         env.update({k: v for k, v in self.kernel_env if k not in os.environ})
+        env.update(memory.child_environment())      # glibc reads its tunables at exec
         return env
 
     def dtype_refusal(self, dtype: str) -> str | None:

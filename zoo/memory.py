@@ -42,15 +42,31 @@ def _status_kb(key: str) -> int:
 
 
 # --- the C allocator in runner children --------------------------------------------------
-KEEP_FREED_VAR = "ZOO_MALLOC"     # "glibc": leave glibc's defaults (to measure their cost)
+KEEP_FREED_VAR = "ZOO_MALLOC"     # "glibc": glibc's defaults; "kept": freed memory kept, 4 KiB pages
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+_THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 _allocator = "glibc defaults"
+
+
+def child_environment() -> dict[str, str]:
+    """Variables a runner child needs in its environment when it starts: glibc reads its
+    tunables once, at exec, so the huge pages of keep_freed_memory are asked for here, by
+    the parent (`glibc.malloc.hugetlb=1`: malloc madvises the memory it takes from the
+    kernel for transparent huge pages). The user's own GLIBC_TUNABLES are kept, and their
+    own hugetlb setting wins."""
+    import os
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if os.environ.get(KEEP_FREED_VAR) in ("glibc", "kept") or "glibc.malloc.hugetlb=" in tunables:
+        return {}
+    return {"GLIBC_TUNABLES": ":".join(t for t in (tunables, HUGE_PAGES_TUNABLE) if t)}
 
 
 def keep_freed_memory() -> str:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the
-    kernel, and return what was set (also `allocator()`).
+    kernel, and return what was set (also `allocator()`), with whether the memory comes in
+    transparent huge pages (asked for by child_environment).
 
-    Why: by default glibc serves large blocks with a fresh mmap and trims the heap's top
+    Why keep it: by default glibc serves large blocks with a fresh mmap and trims the heap's top
     once more than twice the last such block is free, so a step that frees its activations
     gives their pages back and the next step faults every page in again. In a
     network's forward pass that is one minor fault per 4 KiB of activation: on this
@@ -61,7 +77,15 @@ def keep_freed_memory() -> str:
     block from the heap) and no trimming. Engines with their own pools (MXNet, ONNX
     Runtime's arena) are unaffected. The cost is memory: a block no longer fits every
     freed hole, so the children's peak RSS rose by 0-17% (benchmarks/allocator.py).
-    ZOO_MALLOC=glibc keeps glibc's defaults."""
+
+    Why huge pages: a training step streams through hundreds of MB of activations, and with
+    4 KiB pages every 4 KiB is a TLB entry; in 2 MiB pages ResNet-56's compiled PyTorch step
+    ran 6-7% faster (benchmarks/allocator.py, figures in the README). Where the kernel's
+    transparent huge pages are off ("never"), the tunable changes nothing and the report
+    says so.
+
+    ZOO_MALLOC=glibc keeps glibc's defaults; ZOO_MALLOC=kept keeps freed memory in 4 KiB
+    pages."""
     global _allocator
     import os
     import sys
@@ -76,7 +100,30 @@ def keep_freed_memory() -> str:
         ok = False
     if ok:
         _allocator = "glibc, freed memory kept (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2^31-1)"
+        if HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":"):
+            _allocator += f", transparent huge pages ({HUGE_PAGES_TUNABLE}; the kernel's THP mode: {thp_mode()})"
     return _allocator
+
+
+def thp_mode() -> str:
+    """The kernel's transparent-huge-page mode (always, madvise or never), or "unknown"."""
+    try:
+        text = _THP_MODE.read_text()
+    except OSError:
+        return "unknown"
+    start, end = text.find("["), text.find("]")
+    return text[start + 1:end] if 0 <= start < end else "unknown"
+
+
+def huge_page_kb() -> int:
+    """Anonymous memory of this process in transparent huge pages, in KiB (0 where unknown)."""
+    try:
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def allocator() -> str:
