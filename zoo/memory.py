@@ -79,8 +79,9 @@ def keep_freed_memory() -> str:
     freed hole, so the children's peak RSS rose by 0-17% (benchmarks/allocator.py).
 
     Why huge pages: a training step streams through hundreds of MB of activations, and with
-    4 KiB pages every 4 KiB is a TLB entry; in 2 MiB pages ResNet-56's compiled PyTorch step
-    ran 6-7% faster (benchmarks/allocator.py, figures in the README). Where the kernel's
+    4 KiB pages every 4 KiB is a TLB entry; in 2 MiB pages PyTorch's training steps ran
+    3-13% faster, TensorFlow's up to 7%, MXNet's and ONNX Runtime's level within noise
+    (benchmarks/allocator.py, figures in the README). Where the kernel's
     transparent huge pages are off ("never"), the tunable changes nothing and the report
     says so.
 
